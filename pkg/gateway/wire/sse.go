@@ -1,0 +1,90 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+)
+
+// EventReader splits a server-sent-event stream into events (each ending in a
+// blank line, "\n\n" or "\r\n\r\n").
+type EventReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+// NewEventReader reads events from r.
+func NewEventReader(r io.Reader) *EventReader {
+	return &EventReader{r: bufio.NewReaderSize(r, 16<<10)}
+}
+
+// MaxEventSize bounds one event; a longer one is passed on in pieces.
+const MaxEventSize = 1 << 20
+
+// Next returns the next event with its terminating blank line. The slice is
+// valid until the following call. At the end of the stream it returns the
+// remaining bytes (possibly empty) and io.EOF; other errors are the reader's.
+func (e *EventReader) Next() ([]byte, error) {
+	e.buf = e.buf[:0]
+	for {
+		line, err := e.r.ReadSlice('\n')
+		e.buf = append(e.buf, line...)
+		if err == bufio.ErrBufferFull {
+			if len(e.buf) >= MaxEventSize {
+				return e.buf, nil
+			}
+			continue
+		}
+		if err != nil {
+			return e.buf, err
+		}
+		if len(line) == 1 || (len(line) == 2 && line[0] == '\r') {
+			return e.buf, nil
+		}
+		if len(e.buf) >= MaxEventSize {
+			return e.buf, nil
+		}
+	}
+}
+
+// Usage is the token usage of an answer.
+type Usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+}
+
+var usageKey = []byte(`"usage"`)
+
+// FindUsage returns the usage object of a JSON answer or of an event's data,
+// if it has a non-null one.
+func FindUsage(data []byte) (Usage, bool) {
+	if !bytes.Contains(data, usageKey) {
+		return Usage{}, false
+	}
+	data = bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(data), []byte("data:")))
+	var v struct {
+		Usage *Usage `json:"usage"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil || v.Usage == nil {
+		return Usage{}, false
+	}
+	return *v.Usage, true
+}
+
+// IsDone reports whether an event is the closing "data: [DONE]".
+func IsDone(event []byte) bool {
+	return bytes.Equal(bytes.TrimSpace(event), []byte("data: [DONE]"))
+}
+
+// HasChoices reports whether an event's data carries generated output (a
+// non-empty "choices" list), i.e. counts as a token for latency figures.
+func HasChoices(event []byte) bool {
+	i := bytes.Index(event, []byte(`"choices"`))
+	if i < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(event[i+len(`"choices"`):], " \t:")
+	rest = bytes.TrimLeft(rest, "[ \t")
+	return len(rest) > 0 && rest[0] != ']'
+}
