@@ -1,8 +1,14 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/spillway-io/spillway/pkg/cli/serve"
+)
 
 // subcommands lists the spillway subcommands; each lives in its own package.
 func subcommands() []*cobra.Command {
-	return []*cobra.Command{}
+	return []*cobra.Command{
+		serve.NewCommand(),
+	}
 }
