@@ -48,3 +48,11 @@ test: k8s ## Unit and integration tests against a real kube-apiserver and etcd.
 .PHONY: bench
 bench: ## Benchmarks.
 	KUBEBUILDER_ASSETS=$(K8S_BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: up
+up: k8s build ## Start the local hybrid cluster with its defaults (see docs/local-cluster.md).
+	$(BIN)/spillway up
+
+.PHONY: down
+down: ## Stop the local cluster (keeps its state; `bin/spillway down --wipe` removes it).
+	$(BIN)/spillway down
