@@ -1,0 +1,127 @@
+package nodeautoscaler
+
+import (
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
+)
+
+// policies answers the questions the simulation asks of ResourcePolicies:
+// which policy matches a pod, which nodes a unit holds, and how many of a
+// policy's pods each unit holds. It follows the ACK semantics described in
+// docs/node-autoscaling.md; the scheduler plugin applies the same rules.
+type policies struct {
+	list []*schedulingv1alpha1.ResourcePolicy // sorted by namespace/name
+	// count[policy key][unit] = matched pods counted in the unit.
+	count map[string][]int32
+}
+
+func newPolicies(list []*schedulingv1alpha1.ResourcePolicy) *policies {
+	l := append([]*schedulingv1alpha1.ResourcePolicy(nil), list...)
+	sort.Slice(l, func(i, j int) bool { return policyKey(l[i]) < policyKey(l[j]) })
+	p := &policies{list: l, count: map[string][]int32{}}
+	for _, rp := range l {
+		p.count[policyKey(rp)] = make([]int32, len(rp.Spec.Units))
+	}
+	return p
+}
+
+func policyKey(rp *schedulingv1alpha1.ResourcePolicy) string { return rp.Namespace + "/" + rp.Name }
+
+// match returns the policy selecting pod, nil when none does, and an error
+// when more than one does (the scheduler rejects such a pod).
+func (p *policies) match(pod *corev1.Pod) (*schedulingv1alpha1.ResourcePolicy, error) {
+	var found []*schedulingv1alpha1.ResourcePolicy
+	for _, rp := range p.list {
+		if rp.Namespace != pod.Namespace {
+			continue
+		}
+		if labels.SelectorFromSet(rp.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+			found = append(found, rp)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, nil
+	case 1:
+		return found[0], nil
+	default:
+		return nil, fmt.Errorf("pod %s/%s is matched by ResourcePolicies %s and %s", pod.Namespace, pod.Name, policyKey(found[0]), policyKey(found[1]))
+	}
+}
+
+// unitHolds reports whether a node with these labels belongs to the unit.
+func unitHolds(u *schedulingv1alpha1.Unit, nodeLabels map[string]string) bool {
+	return labels.SelectorFromSet(u.NodeSelector).Matches(labels.Set(nodeLabels))
+}
+
+// inAnyUnit reports whether a node with these labels belongs to some unit of rp.
+func inAnyUnit(rp *schedulingv1alpha1.ResourcePolicy, nodeLabels map[string]string) bool {
+	for i := range rp.Spec.Units {
+		if unitHolds(&rp.Spec.Units[i], nodeLabels) {
+			return true
+		}
+	}
+	return false
+}
+
+// counts reports whether a pod placed in unit u counts for it.
+func counts(rp *schedulingv1alpha1.ResourcePolicy, u *schedulingv1alpha1.Unit, pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp != nil && (rp.Spec.IgnoreTerminatingPod == nil || *rp.Spec.IgnoreTerminatingPod) {
+		return false
+	}
+	if rp.Spec.IgnorePreviousPod && pod.CreationTimestamp.Before(&rp.CreationTimestamp) {
+		return false
+	}
+	for k, v := range u.PodLabels {
+		if pod.Labels[k] != v {
+			return false
+		}
+	}
+	for k, v := range u.PodAnnotations {
+		if pod.Annotations[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// observe counts a bound pod on a node with nodeLabels.
+func (p *policies) observe(pod *corev1.Pod, nodeLabels map[string]string) {
+	rp, err := p.match(pod)
+	if rp == nil || err != nil {
+		return
+	}
+	c := p.count[policyKey(rp)]
+	for i := range rp.Spec.Units {
+		u := &rp.Spec.Units[i]
+		if unitHolds(u, nodeLabels) && counts(rp, u, pod) {
+			c[i]++
+			return // a node counts for the first unit that holds it
+		}
+	}
+}
+
+// atMax reports whether unit i of rp holds its max of pods.
+func (p *policies) atMax(rp *schedulingv1alpha1.ResourcePolicy, i int) bool {
+	m := rp.Spec.Units[i].Max
+	return m != nil && p.count[policyKey(rp)][i] >= *m
+}
+
+// place counts a planned pod in unit i of rp.
+func (p *policies) place(rp *schedulingv1alpha1.ResourcePolicy, i int) { p.count[policyKey(rp)][i]++ }
+
+// waitsForUnit reports whether a pod of rp that found no room in a unit
+// below its max must wait for that unit instead of going on (ExceedMax).
+func waitsForUnit(rp *schedulingv1alpha1.ResourcePolicy) bool {
+	return rp.Spec.WhenTryNextUnits != nil && rp.Spec.WhenTryNextUnits.Policy == schedulingv1alpha1.ExceedMax
+}
+
+// strategyPrefer reports whether the pod may use nodes outside the units.
+func strategyPrefer(rp *schedulingv1alpha1.ResourcePolicy) bool {
+	return rp.Spec.Strategy != schedulingv1alpha1.StrategyRequired
+}
