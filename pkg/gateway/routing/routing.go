@@ -63,6 +63,7 @@ type Table struct {
 	domain   string
 	byHost   map[string]*Service
 	byModel  map[string]*Service
+	byKey    map[string]*Service
 	services []*Service
 }
 
@@ -74,6 +75,7 @@ func NewTable(domain string, svcs []Service) *Table {
 		domain:  strings.ToLower(strings.TrimSuffix(domain, ".")),
 		byHost:  make(map[string]*Service, len(svcs)),
 		byModel: make(map[string]*Service, len(svcs)),
+		byKey:   make(map[string]*Service, len(svcs)),
 	}
 	for i := range svcs {
 		s := svcs[i]
@@ -82,6 +84,7 @@ func NewTable(domain string, svcs []Service) *Table {
 	sort.Slice(t.services, func(i, j int) bool { return t.services[i].Key() < t.services[j].Key() })
 	for _, s := range t.services {
 		t.byHost[Host(s.Name, s.Namespace, t.domain)] = s
+		t.byKey[s.Key()] = s
 		if _, dup := t.byModel[s.Model]; !dup {
 			t.byModel[s.Model] = s
 		}
@@ -108,6 +111,9 @@ func (t *Table) ByHost(host string) (*Service, error) {
 	}
 	return nil, nil
 }
+
+// ByKey returns the service "namespace/name", or nil.
+func (t *Table) ByKey(key string) *Service { return t.byKey[key] }
 
 // ByModel resolves a model name on the bare host.
 func (t *Table) ByModel(model string) (*Service, error) {

@@ -1,0 +1,695 @@
+// Package proxy is the gateway's request path: it checks the API key, routes
+// the request to an InferenceService, holds it while the service has no ready
+// replica, picks a replica with the balancer, forwards the request and passes
+// the answer back — server-sent events flushed one by one. A failure before
+// the first byte of the answer is retried on another replica (bounded); after
+// it, a stream ends with an error event. Replicas that keep failing are
+// ejected for a while.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
+
+	"github.com/spillway-io/spillway/pkg/gateway/auth"
+	"github.com/spillway-io/spillway/pkg/gateway/balancer"
+	"github.com/spillway-io/spillway/pkg/gateway/hold"
+	"github.com/spillway-io/spillway/pkg/gateway/metrics"
+	"github.com/spillway-io/spillway/pkg/gateway/outlier"
+	"github.com/spillway-io/spillway/pkg/gateway/routing"
+	"github.com/spillway-io/spillway/pkg/gateway/upstream"
+	"github.com/spillway-io/spillway/pkg/gateway/wire"
+)
+
+// Config tunes the request path. Zero fields take the defaults below.
+type Config struct {
+	// MaxBodyBytes bounds a request body (413 beyond). Default 8 MiB.
+	MaxBodyBytes int64
+	// MaxAttempts bounds the replicas tried before the first byte. Default 3.
+	MaxAttempts int
+	// Timeout bounds a request end to end when its service sets none. Default 10m.
+	Timeout time.Duration
+	// BodyReadTimeout bounds reading the request body. Default 30s.
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds one write to the client; a client that reads slower
+	// is cut off and its upstream request cancelled. Default 30s.
+	WriteTimeout time.Duration
+	// LoadMaxAge: scraped engine load older than this is ignored. Default 3s.
+	LoadMaxAge time.Duration
+	// PrefixBytes is the length of the prompt prefix used for affinity. Default 256.
+	PrefixBytes int
+	// RetryAfter is the Retry-After (seconds) of a 503 after holding. Default 5.
+	RetryAfter int
+	// Outlier configures ejection of failing replicas.
+	Outlier outlier.Policy
+	// Seed seeds the balancer's random source.
+	Seed uint64
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 8 << 20
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Minute
+	}
+	if c.BodyReadTimeout <= 0 {
+		c.BodyReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.LoadMaxAge <= 0 {
+		c.LoadMaxAge = 3 * time.Second
+	}
+	if c.PrefixBytes <= 0 {
+		c.PrefixBytes = 256
+	}
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = 5
+	}
+	return c
+}
+
+// Gateway serves the OpenAI paths.
+type Gateway struct {
+	cfg       Config
+	router    *routing.Router
+	upstreams *upstream.Registry
+	holder    *hold.Holder
+	metrics   *metrics.Metrics
+	auth      *auth.Authenticator
+	transport http.RoundTripper
+	clock     clock.PassiveClock
+	log       logr.Logger
+
+	rndMu sync.Mutex
+	rnd   *rand.Rand
+	seq   atomic.Uint64
+}
+
+// Option configures a Gateway.
+type Option func(*Gateway)
+
+// WithAuth requires API keys.
+func WithAuth(a *auth.Authenticator) Option { return func(g *Gateway) { g.auth = a } }
+
+// WithTransport sets the upstream transport (default: NewTransport()).
+func WithTransport(t http.RoundTripper) Option { return func(g *Gateway) { g.transport = t } }
+
+// WithClock sets the clock used for latency figures and ejection.
+func WithClock(c clock.PassiveClock) Option { return func(g *Gateway) { g.clock = c } }
+
+// WithLogger sets the logger.
+func WithLogger(l logr.Logger) Option { return func(g *Gateway) { g.log = l } }
+
+// New builds the request path.
+func New(cfg Config, router *routing.Router, ups *upstream.Registry, holder *hold.Holder, m *metrics.Metrics, opts ...Option) *Gateway {
+	cfg = cfg.withDefaults()
+	g := &Gateway{
+		cfg: cfg, router: router, upstreams: ups, holder: holder, metrics: m,
+		clock: clock.RealClock{}, log: logr.Discard(),
+		rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	}
+	for _, o := range opts {
+		o(g)
+	}
+	if g.transport == nil {
+		g.transport = NewTransport()
+	}
+	return g
+}
+
+// NewTransport is the upstream transport: HTTP/1.1 keep-alive pools sized for
+// many concurrent streams, short dial timeout, no transparent compression.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // never through an environment proxy
+		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ExpectContinueTimeout: 0,
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+	}
+}
+
+// ServeHTTP implements the OpenAI paths.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := g.clock.Now()
+	switch r.URL.Path {
+	case wire.PathModels:
+		if r.Method != http.MethodGet {
+			g.methodNotAllowed(w, r, http.MethodGet)
+			return
+		}
+		if !g.authorize(w, r, start) {
+			return
+		}
+		g.serveModels(w, r)
+	case wire.PathChatCompletions, wire.PathCompletions, wire.PathEmbeddings:
+		if r.Method != http.MethodPost {
+			g.methodNotAllowed(w, r, http.MethodPost)
+			return
+		}
+		if !g.authorize(w, r, start) {
+			return
+		}
+		g.serveInference(w, r, start)
+	default:
+		wire.WriteError(w, http.StatusNotFound, "unknown_url",
+			fmt.Sprintf("Unknown request URL: %s %s. The gateway serves %s, %s, %s and %s.", r.Method, r.URL.Path,
+				wire.PathChatCompletions, wire.PathCompletions, wire.PathEmbeddings, wire.PathModels), 0)
+	}
+}
+
+func (g *Gateway) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
+	w.Header().Set("Allow", allow)
+	wire.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+		fmt.Sprintf("Method %s is not allowed on %s; use %s.", r.Method, r.URL.Path, allow), 0)
+}
+
+func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request, now time.Time) bool {
+	if g.auth == nil {
+		return true
+	}
+	_, err := g.auth.Check(r.Header.Get("Authorization"), now)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, auth.ErrRateLimited):
+		wire.WriteError(w, http.StatusTooManyRequests, "rate_limit_exceeded", err.Error(), 1)
+	default:
+		wire.WriteError(w, http.StatusUnauthorized, "invalid_api_key", err.Error(), 0)
+	}
+	return false
+}
+
+type model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+// serveModels answers /v1/models from the routing table: the service's model
+// on its host, every service's model on the bare host.
+func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {
+	t := g.router.Table()
+	svc, err := t.ByHost(r.Host)
+	if err != nil {
+		wire.WriteError(w, http.StatusNotFound, "host_not_found", err.Error(), 0)
+		return
+	}
+	svcs := t.Services()
+	if svc != nil {
+		svcs = []*routing.Service{svc}
+	}
+	list := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}}
+	seen := map[string]bool{}
+	for _, s := range svcs {
+		if seen[s.Model] {
+			continue
+		}
+		seen[s.Model] = true
+		var created int64
+		if !s.Created.IsZero() {
+			created = s.Created.Unix()
+		}
+		list.Data = append(list.Data, model{ID: s.Model, Object: "model", Created: created, OwnedBy: s.Namespace})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(list)
+}
+
+// request is one inference request on its way.
+type request struct {
+	w       http.ResponseWriter
+	r       *http.Request
+	body    []byte
+	parsed  wire.Request
+	svc     *routing.Service
+	start   time.Time
+	noRetry bool
+}
+
+func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start time.Time) {
+	table := g.router.Table()
+	svc, err := table.ByHost(r.Host)
+	if err != nil {
+		wire.WriteError(w, http.StatusNotFound, "host_not_found", err.Error(), 0)
+		return
+	}
+	body, status, err := g.readBody(w, r)
+	if err != nil {
+		code := "invalid_body"
+		if status == http.StatusRequestEntityTooLarge {
+			code = "request_too_large"
+		}
+		wire.WriteError(w, status, code, err.Error(), 0)
+		return
+	}
+	parsed, err := wire.Parse(body, g.cfg.PrefixBytes)
+	if err != nil {
+		wire.WriteError(w, http.StatusBadRequest, "invalid_json", err.Error(), 0)
+		return
+	}
+	if svc == nil {
+		if svc, err = table.ByModel(parsed.Model); err != nil {
+			wire.WriteError(w, http.StatusNotFound, "model_not_found", err.Error(), 0)
+			return
+		}
+	}
+	defer g.metrics.Begin(svc.Namespace, svc.Name)()
+
+	key := svc.Key()
+	if len(svc.Endpoints) == 0 {
+		endHold := g.metrics.BeginHold(svc.Namespace, svc.Name)
+		err := g.holder.Wait(r.Context(), key, func() bool {
+			s := g.router.Table().ByKey(key)
+			return s != nil && len(s.Endpoints) > 0
+		}, g.router.Changed)
+		endHold()
+		switch {
+		case errors.Is(err, hold.ErrQueueFull):
+			g.finish(svc, "", http.StatusTooManyRequests, "queue_full", start)
+			wire.WriteError(w, http.StatusTooManyRequests, "queue_full", err.Error(), g.cfg.RetryAfter)
+			return
+		case errors.Is(err, hold.ErrTimeout):
+			g.finish(svc, "", http.StatusServiceUnavailable, "no_replica", start)
+			wire.WriteError(w, http.StatusServiceUnavailable, "no_ready_replica",
+				fmt.Sprintf("%v (waited %s); the service is scaling up, retry later", err, g.holder.Timeout()), g.cfg.RetryAfter)
+			return
+		case err != nil:
+			g.finish(svc, "", 499, "client_gone", start)
+			return
+		}
+		if svc = g.router.Table().ByKey(key); svc == nil {
+			wire.WriteError(w, http.StatusNotFound, "model_not_found", "the service was deleted while the request waited", 0)
+			return
+		}
+	}
+
+	timeout := svc.Timeout
+	if timeout <= 0 {
+		timeout = g.cfg.Timeout
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	g.forward(ctx, &request{w: w, r: r, body: body, parsed: parsed, svc: svc, start: start})
+}
+
+// readBody reads the body within the size and time limits.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		return nil, http.StatusRequestEntityTooLarge,
+			fmt.Errorf("the request body (%d bytes) is larger than the limit of %d bytes", r.ContentLength, g.cfg.MaxBodyBytes)
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(g.clock.Now().Add(g.cfg.BodyReadTimeout))
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	size := r.ContentLength
+	if size < 0 || size > 1<<20 {
+		size = 512
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+1))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, http.StatusRequestEntityTooLarge,
+				fmt.Errorf("the request body is larger than the limit of %d bytes", g.cfg.MaxBodyBytes)
+		}
+		return nil, http.StatusBadRequest, fmt.Errorf("reading the request body: %w", err)
+	}
+	return buf.Bytes(), 0, nil
+}
+
+// finish records a finished request.
+func (g *Gateway) finish(svc *routing.Service, pool string, code int, reason string, start time.Time) {
+	g.metrics.Requests.WithLabelValues(svc.Namespace, svc.Name, pool, strconv.Itoa(code)).Inc()
+	if reason != "" {
+		g.metrics.Errors.WithLabelValues(svc.Namespace, svc.Name, pool, reason).Inc()
+	}
+	if code < 400 {
+		g.metrics.E2E.WithLabelValues(svc.Namespace, svc.Name, pool).Observe(g.clock.Since(start).Seconds())
+	}
+}
+
+// snapshot builds the balancer's view of the service's endpoints.
+func (g *Gateway) snapshot(svc *routing.Service, tried map[string]bool, now time.Time) []balancer.Endpoint {
+	eps := make([]balancer.Endpoint, len(svc.Endpoints))
+	healthy := 0
+	for i, e := range svc.Endpoints {
+		u := g.upstreams.Get(e.Address)
+		be := balancer.Endpoint{Address: e.Address, Pool: e.Pool, PoolRank: e.PoolRank, Outstanding: u.Outstanding()}
+		if l, ok := u.Load(now, g.cfg.LoadMaxAge); ok {
+			be.Scraped, be.Waiting, be.Running, be.KVUsage = true, l.Waiting, l.Running, l.KVUsage
+		}
+		be.Excluded = tried[e.Address] || u.Ejected(now)
+		if !be.Excluded {
+			healthy++
+		}
+		eps[i] = be
+	}
+	if healthy == 0 { // every untried replica is ejected: try them rather than fail
+		for i := range eps {
+			eps[i].Excluded = tried[eps[i].Address]
+		}
+	}
+	return eps
+}
+
+func (g *Gateway) pick(svc *routing.Service, eps []balancer.Endpoint, prefix []byte) int {
+	req := balancer.Request{Prefix: prefix, Sequence: g.seq.Add(1)}
+	g.rndMu.Lock()
+	defer g.rndMu.Unlock()
+	return balancer.Pick(svc.Policy, eps, req, g.rnd)
+}
+
+// forward tries replicas until one answers.
+func (g *Gateway) forward(ctx context.Context, req *request) {
+	svc := req.svc
+	tried := map[string]bool{}
+	var lastErr error
+	lastPool := ""
+	for attempt := 0; attempt < g.cfg.MaxAttempts; attempt++ {
+		now := g.clock.Now()
+		eps := g.snapshot(svc, tried, now)
+		i := g.pick(svc, eps, req.parsed.Prefix)
+		if i < 0 {
+			break
+		}
+		ep := eps[i]
+		tried[ep.Address] = true
+		lastPool = ep.Pool
+		if attempt > 0 {
+			g.metrics.Retries.WithLabelValues(svc.Namespace, svc.Name).Inc()
+		}
+		req.noRetry = attempt == g.cfg.MaxAttempts-1 || len(tried) == len(svc.Endpoints)
+		err := g.attempt(ctx, req, ep)
+		if err == nil {
+			return
+		}
+		var rerr *retryable
+		if !errors.As(err, &rerr) {
+			return // answered (with an error) or client gone: already recorded
+		}
+		lastErr = rerr.err
+		if ctx.Err() != nil {
+			break
+		}
+		g.log.V(2).Info("retrying on another replica", "service", svc.Key(), "address", ep.Address, "err", rerr.err)
+	}
+	if req.r.Context().Err() != nil {
+		g.finish(svc, lastPool, 499, "client_gone", req.start)
+		return
+	}
+	if ctx.Err() != nil {
+		g.finish(svc, lastPool, http.StatusGatewayTimeout, "timeout", req.start)
+		wire.WriteError(req.w, http.StatusGatewayTimeout, "timeout", "the request timed out before a replica answered", 0)
+		return
+	}
+	msg := "no replica of the service could be reached"
+	if lastErr != nil {
+		msg = fmt.Sprintf("%s: %v", msg, lastErr)
+	}
+	g.finish(svc, lastPool, http.StatusBadGateway, "upstream_unreachable", req.start)
+	wire.WriteError(req.w, http.StatusBadGateway, "upstream_unreachable", msg, 0)
+}
+
+// retryable is a failure before the answer's first byte.
+type retryable struct{ err error }
+
+func (r *retryable) Error() string { return r.err.Error() }
+
+var errAnswered = errors.New("answered")
+
+// hopHeaders are not forwarded (RFC 9110 section 7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func copyHeaders(dst, src http.Header) {
+	for k, vs := range src {
+		dst[k] = append(dst[k][:0:0], vs...)
+	}
+	for _, f := range src.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			dst.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, h := range hopHeaders {
+		dst.Del(h)
+	}
+}
+
+// attempt sends the request to one replica. It returns nil when the answer
+// was passed on, *retryable when the replica failed before the first byte,
+// errAnswered when the request ended otherwise (already recorded).
+func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoint) error {
+	svc := req.svc
+	up := g.upstreams.Get(ep.Address)
+	endUp := up.Begin()
+	defer endUp()
+	poolGauge := g.metrics.PoolInFlight.WithLabelValues(svc.Namespace, svc.Name, ep.Pool)
+	poolGauge.Inc()
+	defer poolGauge.Dec()
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	u := "http://" + ep.Address + req.r.URL.Path
+	if req.r.URL.RawQuery != "" {
+		u += "?" + req.r.URL.RawQuery
+	}
+	out, err := http.NewRequestWithContext(actx, req.r.Method, u, bytes.NewReader(req.body))
+	if err != nil {
+		return &retryable{err: err}
+	}
+	copyHeaders(out.Header, req.r.Header)
+	out.Header.Del("Content-Length")
+	if g.auth != nil {
+		out.Header.Del("Authorization") // the gateway's key is not the engine's
+	}
+	out.ContentLength = int64(len(req.body))
+	out.Host = ep.Address
+	if ip, _, err := net.SplitHostPort(req.r.RemoteAddr); err == nil {
+		if prior := req.r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		out.Header.Set("X-Forwarded-For", ip)
+	}
+	out.Header.Set("X-Forwarded-Host", req.r.Host)
+	out.Header.Set("X-Forwarded-Proto", "http")
+
+	resp, err := g.transport.RoundTrip(out)
+	if err != nil {
+		return g.upstreamFailed(req, up, ep, fmt.Errorf("sending to %s: %w", ep.Address, err))
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if isRetryableStatus(resp.StatusCode) && !req.noRetry {
+		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s answered %s", ep.Address, resp.Status))
+	}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return g.stream(req, resp, up, ep)
+	}
+	return g.plain(req, resp, up, ep)
+}
+
+func isRetryableStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+}
+
+// upstreamFailed records a replica failure before the first byte.
+func (g *Gateway) upstreamFailed(req *request, up *upstream.Upstream, ep balancer.Endpoint, err error) error {
+	if req.r.Context().Err() == nil { // the client leaving is not the replica's fault
+		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
+			g.metrics.Ejections.WithLabelValues(req.svc.Namespace, req.svc.Name, ep.Pool).Inc()
+			g.log.Info("replica ejected after consecutive failures", "service", req.svc.Key(), "address", ep.Address, "pool", ep.Pool)
+		}
+	}
+	return &retryable{err: err}
+}
+
+// commit sends the answer's status and headers.
+func (g *Gateway) commit(req *request, resp *http.Response) {
+	copyHeaders(req.w.Header(), resp.Header)
+	req.w.Header().Del("Content-Length")
+	if resp.ContentLength >= 0 && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		req.w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	req.w.WriteHeader(resp.StatusCode)
+}
+
+// write sends p to the client within the write timeout.
+func (g *Gateway) write(rc *http.ResponseController, w http.ResponseWriter, p []byte, flush bool) error {
+	_ = rc.SetWriteDeadline(g.clock.Now().Add(g.cfg.WriteTimeout))
+	if _, err := w.Write(p); err != nil {
+		return err
+	}
+	if flush {
+		return rc.Flush()
+	}
+	return nil
+}
+
+// stream passes server-sent events on, one flush per event.
+func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstream, ep balancer.Endpoint) error {
+	svc := req.svc
+	labels := []string{svc.Namespace, svc.Name, ep.Pool}
+	events := wire.NewEventReader(resp.Body)
+	first, err := events.Next()
+	if err != nil && (err != io.EOF || len(first) == 0) && !req.noRetry && req.r.Context().Err() == nil {
+		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s failed before its first event: %w", ep.Address, err))
+	}
+	g.commit(req, resp)
+	rc := http.NewResponseController(req.w)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	now := g.clock.Now()
+	g.metrics.TTFT.WithLabelValues(labels...).Observe(now.Sub(req.start).Seconds())
+	itl := g.metrics.InterToken.WithLabelValues(labels...)
+	var usage wire.Usage
+	var haveUsage bool
+	var events64 int64
+	last := now
+	ev := first
+	for {
+		if len(ev) > 0 {
+			if wire.HasChoices(ev) {
+				if events64 > 0 {
+					t := g.clock.Now()
+					itl.Observe(t.Sub(last).Seconds())
+					last = t
+				}
+				events64++
+			}
+			if u, ok := wire.FindUsage(ev); ok {
+				usage, haveUsage = u, true
+			}
+			if werr := g.write(rc, req.w, ev, true); werr != nil {
+				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
+				g.log.V(2).Info("client stopped reading a stream", "service", svc.Key(), "err", werr)
+				return errAnswered // returning closes the upstream body: the engine sees the cancel
+			}
+		}
+		if err != nil {
+			break
+		}
+		ev, err = events.Next()
+	}
+	if err != io.EOF {
+		if req.r.Context().Err() != nil {
+			g.finish(svc, ep.Pool, 499, "client_gone", req.start)
+			return errAnswered
+		}
+		reason, msg := "upstream_stream_broken", fmt.Sprintf("the replica failed during the stream: %v", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			reason, msg = "timeout", "the request timed out during the stream"
+		}
+		_ = g.write(rc, req.w, wire.ErrorEvent(reason, msg), true)
+		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
+			g.metrics.Ejections.WithLabelValues(labels...).Inc()
+		}
+		g.finish(svc, ep.Pool, resp.StatusCode, reason, req.start)
+		return errAnswered
+	}
+	up.Success(g.clock.Now())
+	if !haveUsage {
+		usage.CompletionTokens = events64
+	}
+	g.countTokens(labels, usage)
+	g.finish(svc, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
+	return nil
+}
+
+func statusReason(code int) string {
+	if code >= 400 {
+		return "upstream_" + strconv.Itoa(code)
+	}
+	return ""
+}
+
+func (g *Gateway) countTokens(labels []string, u wire.Usage) {
+	if u.PromptTokens > 0 {
+		g.metrics.Tokens.WithLabelValues(append(labels, "prompt")...).Add(float64(u.PromptTokens))
+	}
+	if u.CompletionTokens > 0 {
+		g.metrics.Tokens.WithLabelValues(append(labels, "completion")...).Add(float64(u.CompletionTokens))
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// maxUsageScan bounds how much of a plain answer is kept to read its usage.
+const maxUsageScan = 1 << 20
+
+// plain passes a non-streamed answer on.
+func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream, ep balancer.Endpoint) error {
+	svc := req.svc
+	labels := []string{svc.Namespace, svc.Name, ep.Pool}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	n, err := io.ReadAtLeast(resp.Body, buf, 1)
+	if n == 0 && err != io.EOF && !req.noRetry && req.r.Context().Err() == nil {
+		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s failed before its answer: %w", ep.Address, err))
+	}
+	g.commit(req, resp)
+	g.metrics.TTFT.WithLabelValues(labels...).Observe(g.clock.Since(req.start).Seconds())
+	rc := http.NewResponseController(req.w)
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	var kept []byte
+	for {
+		if n > 0 {
+			if len(kept)+n <= maxUsageScan {
+				kept = append(kept, buf[:n]...)
+			}
+			if werr := g.write(rc, req.w, buf[:n], false); werr != nil {
+				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
+				return errAnswered
+			}
+		}
+		if err != nil {
+			break
+		}
+		n, err = resp.Body.Read(buf)
+	}
+	if err != io.EOF {
+		g.finish(svc, ep.Pool, resp.StatusCode, "upstream_body_broken", req.start)
+		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
+			g.metrics.Ejections.WithLabelValues(labels...).Inc()
+		}
+		// A truncated JSON answer must not look complete: abort the connection.
+		panic(http.ErrAbortHandler)
+	}
+	if resp.StatusCode < 500 {
+		up.Success(g.clock.Now())
+	}
+	if u, ok := wire.FindUsage(kept); ok {
+		g.countTokens(labels, u)
+	}
+	g.finish(svc, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
+	return nil
+}
