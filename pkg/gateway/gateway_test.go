@@ -387,7 +387,12 @@ func TestHold(t *testing.T) {
 		return len(r.Services) == 1 && r.Services[0].Held == 2 && r.Services[0].InFlight == 2
 	})
 	// The autoscaler reads the demand as JSON.
-	var report struct{ Services []struct{ Name string; InFlight, Held int } }
+	var report struct {
+		Services []struct {
+			Name           string
+			InFlight, Held int
+		}
+	}
 	if err := json.Unmarshal([]byte(get(t, gw.URL+"/debug/inflight")), &report); err != nil ||
 		len(report.Services) != 1 || report.Services[0].InFlight != 2 {
 		t.Errorf("/debug/inflight: %v %+v", err, report)

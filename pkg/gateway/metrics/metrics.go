@@ -57,7 +57,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		TTFT: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "time_to_first_token_seconds",
 			Help: "Time from the request's arrival to the first byte of the answer.", Buckets: latencyBuckets}, pool),
 		InterToken: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "inter_token_latency_seconds",
-			Help: "Time between streamed events carrying tokens.",
+			Help:    "Time between streamed events carrying tokens.",
 			Buckets: []float64{.001, .0025, .005, .01, .015, .02, .03, .05, .075, .1, .2, .5, 1, 2.5}}, pool),
 		E2E: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "e2e_request_latency_seconds",
 			Help: "Time from the request's arrival to the answer's end.", Buckets: latencyBuckets}, pool),

@@ -98,7 +98,9 @@ func sample(line []byte) (string, float64, bool) {
 type Targets interface{ Addresses() []string }
 
 // Store keeps results.
-type Store interface{ Get(addr string) *upstream.Upstream }
+type Store interface {
+	Get(addr string) *upstream.Upstream
+}
 
 // Scraper polls every target's /metrics.
 type Scraper struct {
