@@ -32,7 +32,7 @@ func (b *poolBuilder) Size(min, max int32) *poolBuilder {
 	b.p.Spec.MinSize, b.p.Spec.MaxSize = ptr.To(min), ptr.To(max)
 	return b
 }
-func (b *poolBuilder) GPUs(n int32) *poolBuilder { b.p.Spec.Template.GPUs = n; return b }
+func (b *poolBuilder) GPUs(n int32) *poolBuilder   { b.p.Spec.Template.GPUs = n; return b }
 func (b *poolBuilder) Weight(w int32) *poolBuilder { b.p.Spec.Weight = w; return b }
 func (b *poolBuilder) Taint(key string) *poolBuilder {
 	b.p.Spec.Taints = append(b.p.Spec.Taints, corev1.Taint{Key: key, Value: "true", Effect: corev1.TaintEffectNoSchedule})
@@ -78,8 +78,8 @@ func (b *podBuilder) CPU(s string) *podBuilder {
 	b.p.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse(s)
 	return b
 }
-func (b *podBuilder) On(node string) *podBuilder       { b.p.Spec.NodeName = node; return b }
-func (b *podBuilder) Label(k, v string) *podBuilder    { b.p.Labels[k] = v; return b }
+func (b *podBuilder) On(node string) *podBuilder    { b.p.Spec.NodeName = node; return b }
+func (b *podBuilder) Label(k, v string) *podBuilder { b.p.Labels[k] = v; return b }
 func (b *podBuilder) Selector(k, v string) *podBuilder {
 	if b.p.Spec.NodeSelector == nil {
 		b.p.Spec.NodeSelector = map[string]string{}

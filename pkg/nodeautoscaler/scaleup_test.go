@@ -119,8 +119,8 @@ func TestPlanScaleUp(t *testing.T) {
 		pending: pending(2, 1),
 		wantUps: []ScaleUp{{Pool: "small", Count: 2, Pods: []string{"default/pa", "default/pb"}}},
 	}, {
-		name: "unit order: the first unit fills to its pool's max, the rest go to the second",
-		snap: Snapshot{Pools: pools(small, second), Policies: []*schedulingv1alpha1.ResourcePolicy{twoUnitsDefault}},
+		name:    "unit order: the first unit fills to its pool's max, the rest go to the second",
+		snap:    Snapshot{Pools: pools(small, second), Policies: []*schedulingv1alpha1.ResourcePolicy{twoUnitsDefault}},
 		pending: pending(5, 1),
 		wantUps: []ScaleUp{{Pool: "second", Count: 2, Pods: []string{"default/pd", "default/pe"}},
 			{Pool: "small", Count: 3, Pods: []string{"default/pa", "default/pb", "default/pc"}}},
