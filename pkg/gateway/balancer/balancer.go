@@ -18,6 +18,7 @@ package balancer
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 )
@@ -213,13 +214,13 @@ func preferredPool(cand []int, eps []Endpoint, loads []float64, saturation float
 
 // affinity ranks candidates by a hash of (prefix, address) and returns the
 // best ranked one whose load is within factor x the average load (counting
-// the new request), or -1.
+// the new request, rounded up as in Mirrokni et al.), or -1.
 func affinity(cand []int, eps []Endpoint, loads []float64, prefix []byte, factor float64) int {
 	total := 1.0
 	for _, i := range cand {
 		total += loads[i]
 	}
-	bound := factor * total / float64(len(cand))
+	bound := math.Ceil(factor * total / float64(len(cand)))
 	base := fnv1a(fnvOffset, prefix)
 	best, bestScore := -1, uint64(0)
 	for _, i := range cand {

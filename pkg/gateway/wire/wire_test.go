@@ -1,0 +1,133 @@
+package wire
+
+import (
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name, body string
+		want       Request
+		wantErr    string
+	}{
+		{name: "chat", body: `{"model":"qwen","messages":[{"role":"user","content":"hi"}],"stream":true}`,
+			want: Request{Model: "qwen", Stream: true, Prefix: []byte(`[{"role":"user","con`)}},
+		{name: "completion prompt", body: ` {"prompt":"abc","model":"m"} `, want: Request{Model: "m", Prefix: []byte(`"abc"`)}},
+		{name: "embeddings input", body: `{"model":"e","input":["a","b"],"stream":null}`, want: Request{Model: "e", Prefix: []byte(`["a","b"]`)}},
+		{name: "unknown fields kept", body: `{"model":"m","temperature":0.7,"seed":10}`, want: Request{Model: "m"}},
+		{name: "empty", body: "  ", wantErr: "empty body"},
+		{name: "array", body: `[{"model":"m"}]`, wantErr: "must be a JSON object"},
+		{name: "truncated", body: `{"model":"m"`, wantErr: "malformed JSON"},
+		{name: "trailing data", body: `{"model":"m"} {}`, wantErr: "data after the object"},
+		{name: "no model", body: `{"messages":[]}`, wantErr: `missing field "model"`},
+		{name: "model number", body: `{"model":1}`, wantErr: `"model" must be a string`},
+		{name: "model empty", body: `{"model":""}`, wantErr: `"model" must not be empty`},
+		{name: "stream string", body: `{"model":"m","stream":"yes"}`, wantErr: `"stream" must be a boolean`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse([]byte(tc.body), 20)
+			if tc.wantErr != "" {
+				if err == nil || !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("Parse (-want,+got):\n%s", d)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{`{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}`, `{"model":`, `[]`, `{"model":"\u0000","prompt":null}`} {
+		f.Add([]byte(s), 16)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, maxPrefix int) {
+		maxPrefix = max(0, maxPrefix%4096)
+		r, err := Parse(body, maxPrefix)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidRequest) {
+				t.Fatalf("error not marked invalid request: %v", err)
+			}
+			return
+		}
+		if r.Model == "" || len(r.Prefix) > maxPrefix {
+			t.Fatalf("accepted %q as %+v", body, r)
+		}
+	})
+}
+
+func TestWriteError(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteError(w, 503, "no_ready_replica", "scaling up", 5)
+	want := `{"error":{"message":"scaling up","type":"service_unavailable","param":null,"code":"no_ready_replica"}}`
+	if w.Code != 503 || w.Body.String() != want || w.Header().Get("Retry-After") != "5" || w.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("got %d %q %v", w.Code, w.Body.String(), w.Header())
+	}
+}
+
+func TestEventReader(t *testing.T) {
+	in := "data: {\"choices\":[{\"delta\":{}}]}\n\n: comment\r\n\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\ndata: [DONE]\n\ntrailing"
+	r := NewEventReader(strings.NewReader(in))
+	var got []string
+	for {
+		ev, err := r.Next()
+		if len(ev) > 0 {
+			got = append(got, string(ev))
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"data: {\"choices\":[{\"delta\":{}}]}\n\n", ": comment\r\n\r\n",
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5}}\n\n", "data: [DONE]\n\n", "trailing"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("events (-want,+got):\n%s", d)
+	}
+	if !HasChoices([]byte(got[0])) || HasChoices([]byte(got[2])) || HasChoices([]byte(got[1])) {
+		t.Error("HasChoices")
+	}
+	if u, ok := FindUsage([]byte(got[2])); !ok || u != (Usage{PromptTokens: 3, CompletionTokens: 5}) {
+		t.Errorf("FindUsage = %+v %v", u, ok)
+	}
+	if _, ok := FindUsage([]byte(`data: {"usage":null}`)); ok {
+		t.Error("null usage found")
+	}
+	if !IsDone([]byte(got[3])) || IsDone([]byte(got[0])) {
+		t.Error("IsDone")
+	}
+}
+
+func FuzzEventReader(f *testing.F) {
+	f.Add("data: a\n\ndata: b\r\n\r\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		r := NewEventReader(strings.NewReader(in))
+		var total int
+		for {
+			ev, err := r.Next()
+			total += len(ev)
+			FindUsage(ev)
+			HasChoices(ev)
+			if err != nil {
+				break
+			}
+		}
+		if total != len(in) {
+			t.Fatalf("events hold %d bytes of %d: the reader must pass every byte on", total, len(in))
+		}
+	})
+}
