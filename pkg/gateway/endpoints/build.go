@@ -1,0 +1,248 @@
+// Package endpoints turns the cluster's state into the gateway's routing
+// table: each InferenceService becomes a routed service whose model name is
+// the --served-model-name of its server (else its name), whose endpoints are
+// the ready addresses of the EndpointSlices of its Service NAME-predictor,
+// each tagged with the node pool of its node (label spillway.io/nodepool) and
+// that pool's cost rank (IDC pools first, then by spec.pricePerHour).
+// Build is pure; Watcher feeds it from informers.
+package endpoints
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
+	"github.com/spillway-io/spillway/pkg/gateway/balancer"
+	"github.com/spillway-io/spillway/pkg/gateway/routing"
+)
+
+// Annotations on an InferenceService that tune the gateway for it.
+const (
+	// AnnotationBalancer: least-request (default), p2c or round-robin.
+	AnnotationBalancer = "gateway.spillway.io/balancer"
+	// AnnotationPoolPreference: "false" turns pool preference off (default on).
+	AnnotationPoolPreference = "gateway.spillway.io/pool-preference"
+	// AnnotationSaturation: load per replica above which traffic spills to the next pool.
+	AnnotationSaturation = "gateway.spillway.io/saturation"
+	// AnnotationPrefixAffinity: "true" turns prefix affinity on.
+	AnnotationPrefixAffinity = "gateway.spillway.io/prefix-affinity"
+)
+
+// LabelServiceName is the EndpointSlice label naming its Service.
+const LabelServiceName = discoveryv1.LabelServiceName
+
+// PredictorService is the Service name of an InferenceService.
+func PredictorService(isvc string) string { return isvc + "-predictor" }
+
+// UnknownPoolRank is the rank of replicas whose node is in no known pool.
+const UnknownPoolRank = 1000
+
+// State is what Build reads.
+type State struct {
+	Services []spillwayv1alpha1.InferenceService
+	Slices   []discoveryv1.EndpointSlice
+	// NodePools maps node name -> pool name (from the node's label).
+	NodePools map[string]string
+	Pools     []spillwayv1alpha1.NodePool
+}
+
+// Build returns the routed services and, joined, the problems found in
+// annotations (the service is still routed, with defaults).
+func Build(s State) ([]routing.Service, error) {
+	ranks := PoolRanks(s.Pools)
+	slices := map[string][]*discoveryv1.EndpointSlice{}
+	for i := range s.Slices {
+		sl := &s.Slices[i]
+		key := sl.Namespace + "/" + sl.Labels[LabelServiceName]
+		slices[key] = append(slices[key], sl)
+	}
+	var errs []error
+	out := make([]routing.Service, 0, len(s.Services))
+	for i := range s.Services {
+		isvc := &s.Services[i]
+		if isvc.DeletionTimestamp != nil {
+			continue
+		}
+		policy, err := PolicyOf(isvc.Annotations)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("InferenceService %s/%s: %w", isvc.Namespace, isvc.Name, err))
+		}
+		svc := routing.Service{
+			Namespace: isvc.Namespace,
+			Name:      isvc.Name,
+			Model:     ModelName(isvc),
+			Policy:    policy,
+			Created:   isvc.CreationTimestamp.Time,
+		}
+		if t := isvc.Spec.Predictor.TimeoutSeconds; t != nil && *t > 0 {
+			svc.Timeout = time.Duration(*t) * time.Second
+		}
+		seen := map[string]bool{}
+		for _, sl := range slices[isvc.Namespace+"/"+PredictorService(isvc.Name)] {
+			port, ok := slicePort(sl)
+			if !ok {
+				continue
+			}
+			for _, ep := range sl.Endpoints {
+				if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+					continue
+				}
+				if len(ep.Addresses) == 0 {
+					continue
+				}
+				addr := net.JoinHostPort(ep.Addresses[0], strconv.Itoa(int(port)))
+				if seen[addr] {
+					continue
+				}
+				seen[addr] = true
+				e := routing.Endpoint{Address: addr, PoolRank: UnknownPoolRank}
+				if ep.NodeName != nil {
+					e.Pool = s.NodePools[*ep.NodeName]
+					if r, ok := ranks[e.Pool]; ok {
+						e.PoolRank = r
+					}
+				}
+				svc.Endpoints = append(svc.Endpoints, e)
+			}
+		}
+		sort.Slice(svc.Endpoints, func(a, b int) bool { return svc.Endpoints[a].Address < svc.Endpoints[b].Address })
+		out = append(out, svc)
+	}
+	return out, errors.Join(errs...)
+}
+
+// slicePort is the TCP port of a slice: the one named "http", else the first.
+func slicePort(sl *discoveryv1.EndpointSlice) (int32, bool) {
+	var first *int32
+	for _, p := range sl.Ports {
+		if p.Port == nil || (p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP) {
+			continue
+		}
+		if p.Name != nil && *p.Name == "http" {
+			return *p.Port, true
+		}
+		if first == nil {
+			first = p.Port
+		}
+	}
+	if first == nil {
+		return 0, false
+	}
+	return *first, true
+}
+
+// PoolRanks orders pools by cost: IDC pools are 0; the others follow by
+// ascending pricePerHour (pools without a price last), equal prices share a rank.
+func PoolRanks(pools []spillwayv1alpha1.NodePool) map[string]int {
+	ranks := map[string]int{}
+	type priced struct {
+		name  string
+		price float64
+		has   bool
+	}
+	var rest []priced
+	for _, p := range pools {
+		if p.Spec.Role == spillwayv1alpha1.RoleIDC {
+			ranks[p.Name] = 0
+			continue
+		}
+		pr := priced{name: p.Name}
+		if p.Spec.PricePerHour != nil {
+			pr.price, pr.has = p.Spec.PricePerHour.AsApproximateFloat64(), true
+		}
+		rest = append(rest, pr)
+	}
+	sort.SliceStable(rest, func(i, j int) bool {
+		if rest[i].has != rest[j].has {
+			return rest[i].has
+		}
+		return rest[i].price < rest[j].price
+	})
+	rank := 0
+	for i, p := range rest {
+		if i == 0 || p.has != rest[i-1].has || p.price != rest[i-1].price {
+			rank++
+		}
+		ranks[p.name] = rank
+	}
+	return ranks
+}
+
+// PolicyOf reads the balancing annotations; bad values are reported and
+// replaced by defaults.
+func PolicyOf(ann map[string]string) (balancer.Policy, error) {
+	p := balancer.Policy{PoolPreference: true}
+	var errs []error
+	if v, ok := ann[AnnotationBalancer]; ok {
+		a, err := balancer.ParseAlgorithm(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("annotation %s: %w", AnnotationBalancer, err))
+		}
+		p.Algorithm = a
+	}
+	if p.Algorithm == "" {
+		p.Algorithm = balancer.LeastRequest
+	}
+	if v, ok := ann[AnnotationPoolPreference]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("annotation %s: %q is not a boolean", AnnotationPoolPreference, v))
+		} else {
+			p.PoolPreference = b
+		}
+	}
+	if v, ok := ann[AnnotationSaturation]; ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f != f {
+			errs = append(errs, fmt.Errorf("annotation %s: %q is not a positive number", AnnotationSaturation, v))
+		} else {
+			p.Saturation = f
+		}
+	}
+	if v, ok := ann[AnnotationPrefixAffinity]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("annotation %s: %q is not a boolean", AnnotationPrefixAffinity, v))
+		} else {
+			p.PrefixAffinity = b
+		}
+	}
+	return p, errors.Join(errs...)
+}
+
+// ModelName is the --served-model-name of the service's server, else its name.
+func ModelName(isvc *spillwayv1alpha1.InferenceService) string {
+	if cs := isvc.Spec.Predictor.Containers; len(cs) > 0 {
+		if m := ServedModelName(append(append([]string(nil), cs[0].Command...), cs[0].Args...)); m != "" {
+			return m
+		}
+	}
+	return isvc.Name
+}
+
+// ServedModelName finds --served-model-name in a command line, whose
+// elements may themselves be shell command lines (sh -c "...").
+func ServedModelName(argv []string) string {
+	var words []string
+	for _, a := range argv {
+		words = append(words, strings.Fields(a)...)
+	}
+	for i, w := range words {
+		w = strings.Trim(w, `"'`)
+		if v, ok := strings.CutPrefix(w, "--served-model-name="); ok {
+			return strings.Trim(v, `"'`)
+		}
+		if w == "--served-model-name" && i+1 < len(words) {
+			return strings.Trim(words[i+1], `"'`)
+		}
+	}
+	return ""
+}
