@@ -50,23 +50,23 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 // Policy configures the picker for one service.
 type Policy struct {
 	// Algorithm is the final picking rule.
-	Algorithm Algorithm
+	Algorithm Algorithm `json:"algorithm,omitempty"`
 	// PoolPreference keeps traffic on the cheapest pool below Saturation.
-	PoolPreference bool
+	PoolPreference bool `json:"poolPreference,omitempty"`
 	// Saturation is the load (see Endpoint.Load) at which a replica counts as
 	// saturated for pool preference. 0 means DefaultSaturation.
-	Saturation float64
+	Saturation float64 `json:"saturation,omitempty"`
 	// PrefixAffinity sends requests with the same prompt prefix to the same
 	// replica while its load stays under LoadFactor x average.
-	PrefixAffinity bool
+	PrefixAffinity bool `json:"prefixAffinity,omitempty"`
 	// LoadFactor bounds affinity (> 1; 0 means DefaultLoadFactor).
-	LoadFactor float64
+	LoadFactor float64 `json:"loadFactor,omitempty"`
 	// QueueWeight is the extra load counted per waiting request of the engine
 	// (0 means DefaultQueueWeight; negative disables).
-	QueueWeight float64
+	QueueWeight float64 `json:"queueWeight,omitempty"`
 	// KVWeight is the extra load counted at a full KV cache (0 means
 	// DefaultKVWeight; negative disables).
-	KVWeight float64
+	KVWeight float64 `json:"kvWeight,omitempty"`
 }
 
 // Defaults of Policy.

@@ -17,7 +17,9 @@ import (
 	"github.com/spillway-io/spillway/pkg/gateway/routing"
 )
 
-type isvcBuilder struct{ spillwayv1alpha1.InferenceService }
+type isvcBuilder struct {
+	spillwayv1alpha1.InferenceService
+}
 
 func makeISVC(ns, name string) *isvcBuilder {
 	b := &isvcBuilder{}
