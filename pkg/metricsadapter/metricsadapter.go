@@ -140,7 +140,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := klog.FromContext(ctx).WithName("metrics-adapter")
-	ctx = klog.NewContext(ctx, log)
+	// Everything Run starts stops with this context, also when the API
+	// server fails on its own (port taken, bad certificate).
+	ctx, cancel := context.WithCancel(klog.NewContext(ctx, log))
+	defer cancel()
 	clk := cfg.Clock
 	if clk == nil {
 		clk = clock.RealClock{}
@@ -223,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	log.Info("serving custom.metrics.k8s.io", "address", net.JoinHostPort(srvOpts.SecureServing.BindAddress.String(), fmt.Sprint(srvOpts.SecureServing.BindPort)))
 	runErr := server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+	cancel()
 	if health != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

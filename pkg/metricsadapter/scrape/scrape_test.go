@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -160,4 +162,30 @@ func TestRunStopsWithContext(t *testing.T) {
 	if calls.Load() < 3 {
 		t.Errorf("scrapes = %d, want at least 3", calls.Load())
 	}
+}
+
+// BenchmarkRound100Targets scrapes 100 pod targets (one local server, a
+// vLLM-sized exposition) per iteration with the default concurrency.
+func BenchmarkRound100Targets(b *testing.B) {
+	var body strings.Builder
+	for _, n := range []string{"num_requests_running", "num_requests_waiting", "kv_cache_usage_perc", "prompt_tokens_total", "generation_tokens_total"} {
+		fmt.Fprintf(&body, "# TYPE vllm:%s gauge\nvllm:%s{model_name=\"qwen\"} 3\n", n, n)
+	}
+	for i := range 40 {
+		fmt.Fprintf(&body, "vllm:e2e_request_latency_seconds_bucket{model_name=\"qwen\",le=\"%d\"} %d\n", i, i)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body.String()) }))
+	defer srv.Close()
+	var targets []Target
+	for i := range 100 {
+		targets = append(targets, podTarget(fmt.Sprintf("p%d", i), srv.URL+"/metrics"))
+	}
+	st := store.New(time.Minute)
+	s := New(st, NewMetrics(prometheus.NewRegistry()), WithHTTPClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}))
+	for b.Loop() {
+		if res := s.Round(context.Background(), targets); res.Failed > 0 {
+			b.Fatalf("round: %+v", res)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100, "ns/target")
 }

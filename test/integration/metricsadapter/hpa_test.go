@@ -45,6 +45,9 @@ const (
 	app        = "isvc.qwen-chat-predictor"
 	gpuNode    = "gpu-1"
 	metric     = "DCGM_CUSTOM_PROCESS_SM_UTIL"
+	// idleGPUUtil is what the node's exporter reports for its GPU that no
+	// pod holds (a node-level series).
+	idleGPUUtil = 37
 )
 
 func TestRealHPAScalesOnAdapterMetric(t *testing.T) {
@@ -382,7 +385,7 @@ func serveDCGM(t *testing.T, cs kubernetes.Interface, util *atomic.Int64) string
 			gpu++
 		}
 		fmt.Fprintln(w, "# TYPE DCGM_FI_DEV_GPU_UTIL gauge")
-		fmt.Fprintf(w, "DCGM_FI_DEV_GPU_UTIL{gpu=\"%d\"} 0\n", gpu)
+		fmt.Fprintf(w, "DCGM_FI_DEV_GPU_UTIL{gpu=\"%d\"} %d\n", gpu, idleGPUUtil)
 	})}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
