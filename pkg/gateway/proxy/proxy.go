@@ -543,16 +543,40 @@ func (g *Gateway) commit(req *request, resp *http.Response) {
 	req.w.WriteHeader(resp.StatusCode)
 }
 
-// write sends p to the client within the write timeout.
-func (g *Gateway) write(rc *http.ResponseController, w http.ResponseWriter, p []byte, flush bool) error {
-	_ = rc.SetWriteDeadline(g.clock.Now().Add(g.cfg.WriteTimeout))
-	if _, err := w.Write(p); err != nil {
+// clientWriter writes to the client within the write timeout. The deadline
+// is pushed forward at most every WriteTimeout/8, not on every write, so a
+// client that stops reading is cut off after 7/8 to 1 WriteTimeout.
+type clientWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	clock   clock.PassiveClock
+	timeout time.Duration
+	setAt   time.Time
+}
+
+func (g *Gateway) newClientWriter(w http.ResponseWriter) *clientWriter {
+	return &clientWriter{w: w, rc: http.NewResponseController(w), clock: g.clock, timeout: g.cfg.WriteTimeout}
+}
+
+func (c *clientWriter) write(p []byte, flush bool) error {
+	if now := c.clock.Now(); now.Sub(c.setAt) > c.timeout/8 {
+		_ = c.rc.SetWriteDeadline(now.Add(c.timeout))
+		c.setAt = now
+	}
+	if _, err := c.w.Write(p); err != nil {
 		return err
 	}
 	if flush {
-		return rc.Flush()
+		return c.rc.Flush()
 	}
 	return nil
+}
+
+// done clears the deadline (the connection may serve another request).
+func (c *clientWriter) done() {
+	if !c.setAt.IsZero() {
+		_ = c.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 // stream passes server-sent events on, one flush per event.
@@ -565,8 +589,8 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s failed before its first event: %w", ep.Address, err))
 	}
 	g.commit(req, resp)
-	rc := http.NewResponseController(req.w)
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	cw := g.newClientWriter(req.w)
+	defer cw.done()
 	now := g.clock.Now()
 	g.metrics.TTFT.WithLabelValues(labels...).Observe(now.Sub(req.start).Seconds())
 	itl := g.metrics.InterToken.WithLabelValues(labels...)
@@ -588,7 +612,9 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 			if u, ok := wire.FindUsage(ev); ok {
 				usage, haveUsage = u, true
 			}
-			if werr := g.write(rc, req.w, ev, true); werr != nil {
+			// Flush every event as soon as the next one is not already here:
+			// no event waits for another; a burst goes out in one write.
+			if werr := cw.write(ev, events.Buffered() == 0); werr != nil {
 				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
 				g.log.V(2).Info("client stopped reading a stream", "service", svc.Key(), "err", werr)
 				return errAnswered // returning closes the upstream body: the engine sees the cancel
@@ -608,7 +634,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		if errors.Is(err, context.DeadlineExceeded) {
 			reason, msg = "timeout", "the request timed out during the stream"
 		}
-		_ = g.write(rc, req.w, wire.ErrorEvent(reason, msg), true)
+		_ = cw.write(wire.ErrorEvent(reason, msg), true)
 		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
 			g.metrics.Ejections.WithLabelValues(labels...).Inc()
 		}
@@ -658,15 +684,15 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 	}
 	g.commit(req, resp)
 	g.metrics.TTFT.WithLabelValues(labels...).Observe(g.clock.Since(req.start).Seconds())
-	rc := http.NewResponseController(req.w)
-	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+	cw := g.newClientWriter(req.w)
+	defer cw.done()
 	var kept []byte
 	for {
 		if n > 0 {
 			if len(kept)+n <= maxUsageScan {
 				kept = append(kept, buf[:n]...)
 			}
-			if werr := g.write(rc, req.w, buf[:n], false); werr != nil {
+			if werr := cw.write(buf[:n], false); werr != nil {
 				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
 				return errAnswered
 			}

@@ -48,6 +48,10 @@ func (e *EventReader) Next() ([]byte, error) {
 	}
 }
 
+// Buffered is the number of bytes already read from the stream and not yet
+// returned: when it is 0, the next event has not arrived yet.
+func (e *EventReader) Buffered() int { return e.r.Buffered() }
+
 // Usage is the token usage of an answer.
 type Usage struct {
 	PromptTokens     int64 `json:"prompt_tokens"`

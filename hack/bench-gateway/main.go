@@ -1,0 +1,518 @@
+// Command bench-gateway measures spillway-gateway against a direct
+// connection to the engine and against nginx as a reverse proxy to the same
+// engine, all on 127.0.0.1, in one run: requests/s and added p50/p99
+// latency, non-streaming and streaming; the gateway's RSS with 1,000
+// concurrent streams; and routing quality (TTFT p99 of Spillway's balancing
+// against round robin on engines with unequal load). It prints ratios and
+// the goals next to them. Every phase has a fixed duration: it stops by itself.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/spillway-io/spillway/pkg/gateway"
+	"github.com/spillway-io/spillway/pkg/gateway/balancer"
+	"github.com/spillway-io/spillway/pkg/gateway/enginetest"
+	"github.com/spillway-io/spillway/pkg/gateway/routing"
+)
+
+type options struct {
+	gatewayBin  string
+	nginxBin    string
+	duration    time.Duration
+	concurrency int
+	streams     int
+	quality     time.Duration
+	skipNginx   bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.gatewayBin, "gateway", "bin/spillway-gateway", "spillway-gateway binary")
+	flag.StringVar(&o.nginxBin, "nginx", "nginx", "nginx binary")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput phase")
+	flag.IntVar(&o.concurrency, "c", 32, "concurrent clients in the throughput phases")
+	flag.IntVar(&o.streams, "streams", 1000, "concurrent streams of the memory phase")
+	flag.DurationVar(&o.quality, "quality-duration", 20*time.Second, "length of each routing-quality phase")
+	flag.BoolVar(&o.skipNginx, "skip-nginx", false, "do not compare with nginx")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // hard bound
+	defer cancel()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	dir, err := os.MkdirTemp("", "bench-gateway-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+
+	// One engine answering at once: the proxies' cost is all there is to see.
+	_, engineAddr, stopEngine, err := enginetest.Start(enginetest.Config{Model: "bench", Tokens: 16})
+	if err != nil {
+		return err
+	}
+	defer stopEngine()
+
+	// A second engine streaming one event per 100ms, for the memory phase.
+	_, slowAddr, stopSlow, err := enginetest.Start(enginetest.Config{Model: "slow", ITL: 100 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	defer stopSlow()
+
+	gwAddr, gwPID, stopGW, err := startGateway(ctx, o.gatewayBin, dir, engineAddr, slowAddr)
+	if err != nil {
+		return err
+	}
+	defer stopGW()
+	targets := []target{{"direct", "http://" + engineAddr}, {"spillway", "http://" + gwAddr}}
+	var nginxPIDs func() []int
+	var ngSlowAddr string
+	if !o.skipNginx {
+		ngAddr, ngSlow, pids, stopNG, err := startNginx(ctx, o.nginxBin, dir, engineAddr, slowAddr)
+		if err != nil {
+			return err
+		}
+		defer stopNG()
+		nginxPIDs, ngSlowAddr = pids, ngSlow
+		targets = append(targets, target{"nginx", "http://" + ngAddr})
+	}
+
+	fmt.Printf("bench-gateway: %d clients, %s per phase, engine on %s, GOMAXPROCS of this process %s\n",
+		o.concurrency, o.duration, engineAddr, os.Getenv("GOMAXPROCS"))
+	for _, stream := range []bool{false, true} {
+		kind := "non-streaming"
+		if stream {
+			kind = "streaming (16 events)"
+		}
+		fmt.Printf("\n== %s ==\n", kind)
+		res := map[string]result{}
+		for _, t := range targets {
+			_ = load(ctx, t.url, stream, o.concurrency, time.Second) // warm-up
+			r := load(ctx, t.url, stream, o.concurrency, o.duration)
+			res[t.name] = r
+			fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		}
+		d := res["direct"]
+		s := res["spillway"]
+		fmt.Printf("spillway added latency: p50 %s  p99 %s;  throughput vs direct %.2f\n",
+			(s.p50 - d.p50).Round(time.Microsecond), (s.p99 - d.p99).Round(time.Microsecond), s.rps/d.rps)
+		if n, ok := res["nginx"]; ok {
+			fmt.Printf("nginx    added latency: p50 %s  p99 %s;  throughput vs direct %.2f\n",
+				(n.p50 - d.p50).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond), n.rps/d.rps)
+			fmt.Printf("RATIO throughput spillway/nginx = %.2f (goal >= 1.00)\n", s.rps/n.rps)
+			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx)\n",
+				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
+		}
+	}
+
+	fmt.Printf("\n== memory: %d concurrent streams ==\n", o.streams)
+	base := rssKB(gwPID)
+	peak, ok := holdStreams(ctx, "http://"+gwAddr, o.streams, func() int { return rssKB(gwPID) })
+	fmt.Printf("spillway RSS idle %.1f MB, peak with %d/%d streams open %.1f MB (goal <= 100 MB)\n",
+		float64(base)/1024, ok, o.streams, float64(peak)/1024)
+	if nginxPIDs != nil {
+		sum := func() int {
+			t := 0
+			for _, p := range nginxPIDs() {
+				t += rssKB(p)
+			}
+			return t
+		}
+		nbase := sum()
+		npeak, nok := holdStreams(ctx, "http://"+ngSlowAddr, o.streams, sum)
+		fmt.Printf("nginx    RSS idle %.1f MB, peak with %d/%d streams open %.1f MB (all processes)\n",
+			float64(nbase)/1024, nok, o.streams, float64(npeak)/1024)
+	}
+
+	fmt.Printf("\n== routing quality: unequal load, %s per policy ==\n", o.quality)
+	return quality(ctx, o.quality)
+}
+
+type target struct{ name, url string }
+
+type result struct {
+	rps      float64
+	p50, p99 time.Duration
+	errors   int
+}
+
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4096, MaxIdleConns: 4096, DisableCompression: true}}
+
+const (
+	plainBody  = `{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16}`
+	streamBody = `{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}`
+)
+
+// one sends a request and reads the whole answer.
+func one(ctx context.Context, url string, body string) (time.Duration, time.Duration, error) {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	br := bufio.NewReader(resp.Body)
+	_, err = br.ReadByte()
+	ttft := time.Since(start)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return 0, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return ttft, time.Since(start), nil
+}
+
+// load runs c clients in a closed loop for d.
+func load(ctx context.Context, url string, stream bool, c int, d time.Duration) result {
+	body := plainBody
+	if stream {
+		body = streamBody
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errs int
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Go(func() {
+			var mine []time.Duration
+			var bad int
+			for ctx.Err() == nil {
+				_, e2e, err := one(ctx, url, body)
+				if err != nil {
+					if ctx.Err() == nil {
+						bad++
+					}
+					continue
+				}
+				mine = append(mine, e2e)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errs += bad
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	r := result{rps: float64(len(lat)) / el.Seconds(), errors: errs}
+	r.p50, r.p99 = pct(lat, 0.50), pct(lat, 0.99)
+	return r
+}
+
+func pct(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[min(len(d)-1, int(q*float64(len(d))))]
+}
+
+// holdStreams opens n slow streams at once and samples rss while they are
+// all open; it returns the peak and how many streams got their first event.
+func holdStreams(ctx context.Context, url string, n int, rss func() int) (int, int) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	body := `{"model":"slow","messages":[{"role":"user","content":"hello"}],"max_tokens":60,"stream":true}`
+	var opened atomic.Int64
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
+			resp, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			defer func() { _ = resp.Body.Close() }()
+			br := bufio.NewReader(resp.Body)
+			if _, err := br.ReadString('\n'); err != nil {
+				return
+			}
+			opened.Add(1)
+			<-release
+			_, _ = io.Copy(io.Discard, br)
+		})
+	}
+	peak := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && opened.Load() < int64(n) {
+		peak = max(peak, rss())
+		time.Sleep(50 * time.Millisecond)
+	}
+	for range 10 { // all open: sample a little longer
+		peak = max(peak, rss())
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	return peak, int(opened.Load())
+}
+
+func rssKB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String(), nil
+}
+
+func waitUp(ctx context.Context, url string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if resp, err := http.Get(url); err == nil {
+			_ = resp.Body.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not come up", url)
+}
+
+// startGateway runs the real binary with a static config: the bench service
+// on the engine, and a "slow" service (for the memory phase) on slowAddr.
+func startGateway(ctx context.Context, bin, dir, engineAddr, slowAddr string) (string, int, func(), error) {
+	svcs := []routing.Service{
+		{Namespace: "default", Name: "bench", Model: "bench", Endpoints: []routing.Endpoint{{Address: engineAddr, Pool: "idc"}}},
+		{Namespace: "default", Name: "slow", Model: "slow", Endpoints: []routing.Endpoint{{Address: slowAddr, Pool: "idc"}}},
+	}
+	cfg := filepath.Join(dir, "gateway.json")
+	b, _ := json.Marshal(svcs)
+	if err := os.WriteFile(cfg, b, 0o600); err != nil {
+		return "", 0, nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin, "--static-config", cfg, "--listen", addr, "--admin-listen", "", "--seed", "1", "-v", "0")
+	cmd.Stderr = io.Discard
+	if err := cmd.Start(); err != nil {
+		return "", 0, nil, fmt.Errorf("starting %s (build it with: go build -o bin/ ./cmd/spillway-gateway): %w", bin, err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+	if err := waitUp(ctx, "http://"+addr+"/healthz"); err != nil {
+		stop()
+		return "", 0, nil, err
+	}
+	return addr, cmd.Process.Pid, stop, nil
+}
+
+const nginxConf = `worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_buffering off;
+  proxy_read_timeout 600s;
+  upstream engine { server %[2]s; keepalive 512; }
+  upstream slow { server %[4]s; keepalive 512; }
+  server { listen %[3]s; location / { proxy_pass http://engine; } }
+  server { listen %[5]s; location / { proxy_pass http://slow; } }
+}
+`
+
+// startNginx runs nginx on 127.0.0.1 in front of the engine (addr) and of
+// the slow engine (slowProxy), with keep-alive upstreams and no buffering.
+func startNginx(ctx context.Context, bin, dir, engineAddr, slowAddr string) (addr, slowProxy string, pids func() []int, stop func(), err error) {
+	if addr, err = freePort(); err != nil {
+		return
+	}
+	if slowProxy, err = freePort(); err != nil {
+		return
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err = os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, engineAddr, addr, slowAddr, slowProxy)), 0o600); err != nil {
+		return
+	}
+	cmd := exec.CommandContext(ctx, bin, "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err = cmd.Start(); err != nil {
+		err = fmt.Errorf("starting nginx (hack/bench-gateway/bench.sh installs it): %w", err)
+		return
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
+	if err = waitUp(ctx, "http://"+addr+"/health"); err != nil {
+		stop()
+		err = errors.Join(err, errors.New(stderr.String()))
+		return
+	}
+	pids = func() []int {
+		out := []int{cmd.Process.Pid}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		for _, f := range strings.Fields(string(b)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	return addr, slowProxy, pids, stop, nil
+}
+
+// quality compares Spillway's balancing with round robin on four engines of
+// unequal load: each batches 8 requests (more wait); one is four times as
+// slow (an older GPU, or a replica busy with long prompts), and two carry
+// background traffic that does not pass through this gateway (seen only
+// through the engines' scraped queue and KV use). Arrivals are open-loop at a
+// fixed rate, about 70% of what the engines can take.
+func quality(ctx context.Context, d time.Duration) error {
+	type eng struct {
+		addr string
+		stop func()
+	}
+	cfgs := []enginetest.Config{
+		{Model: "q", Capacity: 8, TTFT: 40 * time.Millisecond, ITL: 10 * time.Millisecond, Tokens: 20},
+		{Model: "q", Capacity: 8, TTFT: 160 * time.Millisecond, ITL: 40 * time.Millisecond, Tokens: 20},
+		{Model: "q", Capacity: 8, TTFT: 40 * time.Millisecond, ITL: 10 * time.Millisecond, Tokens: 20},
+		{Model: "q", Capacity: 8, TTFT: 40 * time.Millisecond, ITL: 10 * time.Millisecond, Tokens: 20},
+	}
+	var engines []eng
+	for _, c := range cfgs {
+		_, a, stop, err := enginetest.Start(c)
+		if err != nil {
+			return err
+		}
+		engines = append(engines, eng{a, stop})
+		defer stop()
+	}
+	var eps []routing.Endpoint
+	for _, e := range engines {
+		eps = append(eps, routing.Endpoint{Address: e.addr, Pool: "idc"})
+	}
+	ttfts := map[balancer.Algorithm]time.Duration{}
+	for _, alg := range []balancer.Algorithm{balancer.RoundRobin, balancer.LeastRequest} {
+		g := gateway.New(gateway.Options{Domain: "example.com", ScrapeInterval: 200 * time.Millisecond, Log: logr.Discard()})
+		g.Update([]routing.Service{{Namespace: "default", Name: "q", Model: "q", Endpoints: eps, Policy: balancer.Policy{Algorithm: alg}}})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		gctx, stopGW := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = g.Serve(gctx, ln, nil, 5*time.Second); close(done) }()
+		url := "http://" + ln.Addr().String()
+
+		pctx, cancel := context.WithTimeout(ctx, d)
+		var wg sync.WaitGroup
+		// Background load straight at engines 2 and 3 (another gateway's users).
+		for _, e := range engines[2:] {
+			for range 4 {
+				wg.Go(func() {
+					for pctx.Err() == nil {
+						_, _, _ = one(pctx, "http://"+e.addr, `{"model":"q","max_tokens":20}`)
+					}
+				})
+			}
+		}
+		// Open-loop arrivals through the gateway at a fixed rate.
+		var mu sync.Mutex
+		var lat []time.Duration
+		var errs atomic.Int64
+		rate := 50.0 // req/s
+		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	loop:
+		for {
+			select {
+			case <-pctx.Done():
+				break loop
+			case <-tick.C:
+				wg.Go(func() {
+					ttft, _, err := one(pctx, url, `{"model":"q","max_tokens":20,"stream":true}`)
+					if err != nil {
+						if pctx.Err() == nil {
+							errs.Add(1)
+						}
+						return
+					}
+					mu.Lock()
+					lat = append(lat, ttft)
+					mu.Unlock()
+				})
+			}
+		}
+		tick.Stop()
+		wg.Wait()
+		cancel()
+		stopGW()
+		<-done
+		ttfts[alg] = pct(lat, 0.99)
+		fmt.Printf("%-14s requests %5d  TTFT p50 %8s  p99 %8s  errors %d\n", alg, len(lat),
+			pct(lat, 0.5).Round(time.Millisecond), ttfts[alg].Round(time.Millisecond), errs.Load())
+	}
+	rr, sp := ttfts[balancer.RoundRobin], ttfts[balancer.LeastRequest]
+	if rr > 0 {
+		fmt.Printf("RATIO TTFT p99 spillway/round-robin = %.2f (goal <= 0.33)\n", float64(sp)/float64(rr))
+	}
+	return nil
+}
