@@ -134,10 +134,33 @@ func TemplateNode(pool *spillwayv1alpha1.NodePool, name, providerID string) *cor
 	}
 }
 
-// Usable reports whether node can take GPU pods now: Ready, not cordoned for
-// scale-down, and — when its pool's template has GPUs — advertising them. A
-// node of an elastic pool that is not usable is still "coming".
+// StartupTaints are the taints a node carries only until the node lifecycle
+// controller (or cloud controller) sees it Ready and initialised.
+var StartupTaints = []string{
+	corev1.TaintNodeNotReady,
+	corev1.TaintNodeUnreachable,
+	"node.cloudprovider.kubernetes.io/uninitialized",
+}
+
+// IsStartupTaint reports whether t is one of StartupTaints.
+func IsStartupTaint(t corev1.Taint) bool {
+	for _, k := range StartupTaints {
+		if t.Key == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Usable reports whether node can take GPU pods now: Ready, without startup
+// taints, and — when its pool's template has GPUs — advertising them. A node
+// of an elastic pool that is not usable is still "coming".
 func Usable(node *corev1.Node, wantGPUs int32) bool {
+	for _, t := range node.Spec.Taints {
+		if IsStartupTaint(t) {
+			return false
+		}
+	}
 	ready := false
 	for _, c := range node.Status.Conditions {
 		if c.Type == corev1.NodeReady {

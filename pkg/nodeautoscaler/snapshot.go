@@ -212,11 +212,9 @@ func listed(ins []cloudprovider.Instance, name string) bool {
 func withoutStartupTaints(ts []corev1.Taint) []corev1.Taint {
 	var out []corev1.Taint
 	for _, t := range ts {
-		switch t.Key {
-		case corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable, "node.cloudprovider.kubernetes.io/uninitialized":
-			continue
+		if !cloudprovider.IsStartupTaint(t) {
+			out = append(out, t)
 		}
-		out = append(out, t)
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -58,6 +59,8 @@ type Provider struct {
 	mu          sync.Mutex
 	seq         int
 	instances   map[string]cloudprovider.Instance // by name
+	pools       map[string]*spillwayv1alpha1.NodePool
+	joined      map[string]bool // instances whose Node was registered
 	createCalls []CreateCall
 	deleteCalls []DeleteCall
 	listCalls   int
@@ -88,6 +91,8 @@ func (p *Provider) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.instances = map[string]cloudprovider.Instance{}
+	p.pools = map[string]*spillwayv1alpha1.NodePool{}
+	p.joined = map[string]bool{}
 	p.createCalls, p.deleteCalls, p.listCalls = nil, nil, 0
 	p.nextCreate = nil
 	p.poolErr = map[string]error{}
@@ -170,12 +175,14 @@ func (p *Provider) Create(ctx context.Context, pool *spillwayv1alpha1.NodePool, 
 		return nil, call.Err
 	}
 	mode := p.nodeMode[pool.Name]
+	p.pools[pool.Name] = pool.DeepCopy()
 	out := make([]cloudprovider.Instance, 0, count)
 	for range count {
 		p.seq++
 		name := fmt.Sprintf("%s-%d", strings.ToLower(pool.Name), p.seq)
 		in := cloudprovider.Instance{Name: name, ProviderID: "fake://" + pool.Name + "/" + name, Pool: pool.Name, CreatedAt: call.At}
 		p.instances[name] = in
+		p.joined[name] = p.client != nil && mode != NodeNone
 		out = append(out, in)
 	}
 	p.mu.Unlock()
@@ -200,12 +207,39 @@ func (p *Provider) Create(ctx context.Context, pool *spillwayv1alpha1.NodePool, 
 	return out, nil
 }
 
+// JoinPending registers a usable Node for every instance that has none yet
+// (those created under NodeNone), as if the machines finally joined.
+func (p *Provider) JoinPending(ctx context.Context) ([]string, error) {
+	if p.client == nil {
+		return nil, fmt.Errorf("fake provider has no client to register nodes with")
+	}
+	p.mu.Lock()
+	var todo []*corev1.Node
+	for _, in := range p.sortedLocked("") {
+		if !p.joined[in.Name] {
+			p.joined[in.Name] = true
+			todo = append(todo, cloudprovider.TemplateNode(p.pools[in.Pool], in.Name, in.ProviderID))
+		}
+	}
+	p.mu.Unlock()
+	var names []string
+	for _, node := range todo {
+		in := node
+		if err := registerNode(ctx, p.client, node); err != nil {
+			return names, fmt.Errorf("registering node %q: %w", in.Name, err)
+		}
+		names = append(names, node.Name)
+	}
+	return names, nil
+}
+
 // Delete records the call and releases the instances and their Nodes.
 func (p *Provider) Delete(ctx context.Context, pool *spillwayv1alpha1.NodePool, names ...string) error {
 	p.mu.Lock()
 	p.deleteCalls = append(p.deleteCalls, DeleteCall{Pool: pool.Name, Names: append([]string(nil), names...), At: p.clock.Now()})
 	for _, n := range names {
 		delete(p.instances, n)
+		delete(p.joined, n)
 	}
 	p.mu.Unlock()
 	if p.client == nil {
@@ -240,19 +274,48 @@ func (p *Provider) sortedLocked(pool string) []cloudprovider.Instance {
 	return out
 }
 
+// RegisterNode creates node and writes its status, as a kubelet joining
+// would; tests use it for nodes no provider owns (IDC nodes).
+func (p *Provider) RegisterNode(ctx context.Context, node *corev1.Node) error {
+	return registerNode(ctx, p.client, node)
+}
+
 // registerNode creates node and then writes its status, as a kubelet would.
 func registerNode(ctx context.Context, c client.Client, node *corev1.Node) error {
 	status := node.Status.DeepCopy()
-	if err := c.Create(ctx, node); err != nil {
-		if !apierrors.IsAlreadyExists(err) {
-			return err
-		}
-		if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
-			return err
-		}
+	if err := c.Create(ctx, node.DeepCopy()); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
 	}
-	node.Status = *status
-	return c.Status().Update(ctx, node)
+	// Others (the node TTL controller, ...) may write the node meanwhile.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &corev1.Node{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(node), cur); err != nil {
+			return err
+		}
+		cur.Status = *status
+		return c.Status().Update(ctx, cur)
+	})
+	if err != nil || !cloudprovider.Usable(&corev1.Node{Status: *status}, 0) {
+		return err
+	}
+	// Ready: drop the startup taints, as the node lifecycle controller does.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &corev1.Node{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(node), cur); err != nil {
+			return err
+		}
+		var keep []corev1.Taint
+		for _, t := range cur.Spec.Taints {
+			if !cloudprovider.IsStartupTaint(t) {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) == len(cur.Spec.Taints) {
+			return nil
+		}
+		cur.Spec.Taints = keep
+		return c.Update(ctx, cur)
+	})
 }
 
 var _ cloudprovider.Provider = (*Provider)(nil)

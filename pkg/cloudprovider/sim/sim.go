@@ -267,16 +267,39 @@ func (p *Provider) List(ctx context.Context, pool *spillwayv1alpha1.NodePool) ([
 
 func writeNode(ctx context.Context, c client.Client, node *corev1.Node) error {
 	status := node.Status.DeepCopy()
-	if err := c.Create(ctx, node); err != nil {
-		if !apierrors.IsAlreadyExists(err) {
-			return err
-		}
-		if err := c.Get(ctx, client.ObjectKeyFromObject(node), node); err != nil {
-			return err
-		}
+	if err := c.Create(ctx, node.DeepCopy()); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
 	}
-	node.Status = *status
-	return c.Status().Update(ctx, node)
+	// Others (the node TTL controller, ...) may write the node meanwhile.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &corev1.Node{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(node), cur); err != nil {
+			return err
+		}
+		cur.Status = *status
+		return c.Status().Update(ctx, cur)
+	})
+	if err != nil || !cloudprovider.Usable(&corev1.Node{Status: *status}, 0) {
+		return err
+	}
+	// Ready: drop the startup taints, as the node lifecycle controller does.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &corev1.Node{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(node), cur); err != nil {
+			return err
+		}
+		var keep []corev1.Taint
+		for _, t := range cur.Spec.Taints {
+			if !cloudprovider.IsStartupTaint(t) {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) == len(cur.Spec.Taints) {
+			return nil
+		}
+		cur.Spec.Taints = keep
+		return c.Update(ctx, cur)
+	})
 }
 
 var _ cloudprovider.Provider = (*Provider)(nil)

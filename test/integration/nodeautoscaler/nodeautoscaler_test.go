@@ -1,0 +1,319 @@
+// Package nodeautoscaler tests Spillway's node autoscaler against a real
+// kube-apiserver, the real kube-controller-manager (Deployments) and the real
+// kube-scheduler, with the fake cloud provider registering Node objects.
+package nodeautoscaler
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
+	"github.com/spillway-io/spillway/pkg/cloudprovider"
+	"github.com/spillway-io/spillway/pkg/cloudprovider/fake"
+	"github.com/spillway-io/spillway/test/integration/framework"
+)
+
+// TestSeedScenario: IDC has one GPU; three one-GPU replicas buy exactly two
+// elastic nodes; scaled to one, the cloud pods go first and the two elastic
+// nodes are removed after their unneeded time; the IDC node is untouched.
+func TestSeedScenario(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	ctx := context.Background()
+	startScheduler(t, env)
+	startKubelet(t, env)
+	prov := fake.New(env.Client)
+	m := startManager(t, env, prov, 2*time.Second)
+
+	idc := idcNode(t, env)
+	elastic := elasticPool("gpu-v100-elastic", "np-elastic", 0)
+	create(t, env, staticPool(), elastic, seedPolicy(idcPoolID, "np-elastic"))
+
+	// The static pool's controller labels the IDC node.
+	framework.Eventually(t, 10*time.Second, func(ctx context.Context) (bool, error) {
+		var n corev1.Node
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(idc), &n); err != nil {
+			return false, err
+		}
+		return n.Labels[spillwayv1alpha1.LabelNodePool] == "gpu-v100-edge" && n.Labels[spillwayv1alpha1.LabelGPUModel] == "V100", nil
+	}, "the IDC node labelled with its pool")
+
+	// One replica first: it takes the IDC GPU.
+	create(t, env, deployment(1))
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1}), err
+	}, "the first replica on the IDC node")
+
+	// Three replicas: two are unschedulable; a watch notes when each is first seen so.
+	seen := watchUnschedulable(t, env)
+	scaleTo(t, env, 3)
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		return len(createCallsOK(prov)) > 0, nil
+	}, "a provider call for the unschedulable pods")
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		if err != nil {
+			return false, err
+		}
+		pods, err := appPods(ctx, env)
+		running := 0
+		for _, p := range pods {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return err == nil && running == 3 && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1, "gpu-v100-elastic": 2}), err
+	}, "three replicas running: one on IDC, two on elastic nodes")
+	allRunning := time.Now()
+	time.Sleep(1500 * time.Millisecond) // several passes: nothing more is bought
+	if got := createdNodes(prov.CreateCalls(), elastic.Name); got != 2 {
+		t.Fatalf("elastic nodes bought = %d, want exactly 2 (calls %+v)", got, prov.CreateCalls())
+	}
+	first := prov.CreateCalls()[0].At
+	seenAt := seen()
+	if len(seenAt) != 2 {
+		t.Errorf("pods seen unschedulable: %v, want 2", seenAt)
+	}
+	for name, at := range seenAt {
+		t.Logf("reaction: pod %s seen unschedulable -> provider call: %v", name, first.Sub(at).Round(time.Millisecond))
+		if d := first.Sub(at); d > 2*time.Second {
+			t.Errorf("reaction %v for pod %s, goal <= 2s", d, name)
+		}
+	}
+	if sum, count := histogram(t, m, "spillway_nodeautoscaler_reaction_seconds"); count > 0 {
+		t.Logf("controller's reaction histogram: %d pods, mean %.3fs", count, sum/float64(count))
+	}
+	t.Logf("scale-up request -> all pods Running (zero provisioning delay): %v", allRunning.Sub(first).Round(time.Millisecond))
+
+	// Status reports the pool.
+	framework.Eventually(t, 10*time.Second, func(ctx context.Context) (bool, error) {
+		var np spillwayv1alpha1.NodePool
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(elastic), &np); err != nil {
+			return false, err
+		}
+		return np.Status.Size == 2 && np.Status.Ready == 2 && np.Status.InFlight == 0 && np.Status.LastScaleUpTime != nil, nil
+	}, "the elastic pool's status: size 2, ready 2")
+
+	// Scale-in: the policy's reverse unit order makes cloud pods go first.
+	markScaleInOrder(t, env)
+	scaleTo(t, env, 1)
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1}), err
+	}, "one replica left, on the IDC node")
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		names, err := nodesOf(ctx, env, elastic.Name)
+		return err == nil && len(names) == 0 && len(prov.Instances()) == 0, err
+	}, "the two elastic nodes removed")
+	var n corev1.Node
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(idc), &n); err != nil {
+		t.Fatalf("the IDC node: %v", err)
+	}
+	if n.Spec.Unschedulable {
+		t.Errorf("the IDC node was cordoned")
+	}
+	if got := len(prov.DeleteCalls()); got == 0 {
+		t.Errorf("no provider delete calls")
+	}
+}
+
+// TestProviderFailureUsesNextPool: the first elastic pool is out of stock;
+// the second one is used, and the failure is an event and a condition.
+func TestProviderFailureUsesNextPool(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	startScheduler(t, env)
+	startKubelet(t, env)
+	prov := fake.New(env.Client)
+	prov.FailPool("elastic-a", cloudprovider.NewError(cloudprovider.ErrOutOfStock, "create", "elastic-a", "zone has no V100"))
+	startManager(t, env, prov, time.Minute)
+
+	idcNode(t, env)
+	create(t, env, staticPool(), elasticPool("elastic-a", "np-a", 0), elasticPool("elastic-b", "np-b", 0),
+		seedPolicy(idcPoolID, "np-a", "np-b"), deployment(3))
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1, "elastic-b": 2}), err
+	}, "two replicas on the second elastic pool")
+	if got := createdNodes(prov.CreateCalls(), "elastic-b"); got != 2 {
+		t.Errorf("nodes bought from elastic-b = %d, want 2", got)
+	}
+	failed := 0
+	for _, c := range prov.CreateCalls() {
+		if c.Pool == "elastic-a" && cloudprovider.IsOutOfStock(c.Err) {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("failed calls to elastic-a = %d, want 1 (then back-off): %+v", failed, prov.CreateCalls())
+	}
+	framework.Eventually(t, 10*time.Second, func(ctx context.Context) (bool, error) {
+		var np spillwayv1alpha1.NodePool
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: "elastic-a"}, &np); err != nil {
+			return false, err
+		}
+		for _, c := range np.Status.Conditions {
+			if c.Type == "ProviderError" {
+				return c.Status == "True" && c.Reason == "OutOfStock", nil
+			}
+		}
+		return false, nil
+	}, "elastic-a's ProviderError condition")
+	framework.Eventually(t, 10*time.Second, func(ctx context.Context) (bool, error) {
+		return hasEvent(ctx, env, "elastic-a", "ScaleUpFailed")
+	}, "a ScaleUpFailed event on elastic-a")
+}
+
+// TestRestartMidScaleUp: the manager stops after asking for nodes that have
+// not joined yet; a new manager must not buy them again.
+func TestRestartMidScaleUp(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	startScheduler(t, env)
+	startKubelet(t, env)
+	prov := fake.New(env.Client)
+	prov.SetNodeMode("gpu-v100-elastic", fake.NodeNone)
+	m1 := startManager(t, env, prov, 2*time.Second)
+
+	idcNode(t, env)
+	create(t, env, staticPool(), elasticPool("gpu-v100-elastic", "np-elastic", 0), seedPolicy(idcPoolID, "np-elastic"), deployment(3))
+	framework.Eventually(t, 20*time.Second, func(context.Context) (bool, error) {
+		return createdNodes(prov.CreateCalls(), "gpu-v100-elastic") == 2, nil
+	}, "two nodes asked for")
+	m1.stop()
+	startManager(t, env, prov, 2*time.Second)
+	time.Sleep(2 * time.Second) // the new manager runs several passes
+	if got := createdNodes(prov.CreateCalls(), "gpu-v100-elastic"); got != 2 {
+		t.Fatalf("after a restart the pool bought %d nodes, want still 2: %+v", got, prov.CreateCalls())
+	}
+	if _, err := prov.JoinPending(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1, "gpu-v100-elastic": 2}), err
+	}, "the pods on the two nodes once they joined")
+	if got := createdNodes(prov.CreateCalls(), "gpu-v100-elastic"); got != 2 {
+		t.Fatalf("pool bought %d nodes, want 2", got)
+	}
+}
+
+// TestNeverUsableNodeReplaced: a node that never advertises its GPUs is
+// deleted after the pool's max provision time and another one is bought.
+func TestNeverUsableNodeReplaced(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	startScheduler(t, env)
+	startKubelet(t, env)
+	prov := fake.New(env.Client)
+	prov.SetNodeMode("gpu-v100-elastic", fake.NodeNeverUsable)
+	prov.OnCreate(func(fake.CreateCall) { prov.SetNodeMode("gpu-v100-elastic", fake.NodeUsable) })
+	startManager(t, env, prov, 500*time.Millisecond)
+
+	pool := elasticPool("gpu-v100-elastic", "np-elastic", 0)
+	pool.Spec.MaxProvisionTime.Duration = 3 * time.Second
+	idcNode(t, env)
+	create(t, env, staticPool(), pool, seedPolicy(idcPoolID, "np-elastic"), deployment(2))
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1, "gpu-v100-elastic": 1}), err
+	}, "the second replica on a replacement node")
+	calls := prov.CreateCalls()
+	dels := prov.DeleteCalls()
+	if len(calls) != 2 || len(dels) != 1 {
+		t.Fatalf("want 2 create calls and 1 delete, got creates %+v deletes %+v", calls, dels)
+	}
+	if d := calls[1].At.Sub(calls[0].At); d < 3*time.Second || d > 6*time.Second {
+		t.Errorf("replacement asked %v after the first node, want max provision time (3s) + back-off", d)
+	}
+	t.Logf("stuck node %v replaced %v after it was asked for", dels[0].Names, calls[1].At.Sub(calls[0].At).Round(time.Millisecond))
+	if _, err := nodesOf(context.Background(), env, "gpu-v100-elastic"); err != nil {
+		t.Fatal(err)
+	}
+	var n corev1.Node
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: dels[0].Names[0]}, &n); !apierrors.IsNotFound(err) {
+		t.Errorf("the stuck node still exists (err %v)", err)
+	}
+}
+
+func createCallsOK(p *fake.Provider) []fake.CreateCall {
+	var out []fake.CreateCall
+	for _, c := range p.CreateCalls() {
+		if c.Err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func unschedulable(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return true
+		}
+	}
+	return false
+}
+
+func scaleTo(t *testing.T, env *framework.Env, n int32) {
+	t.Helper()
+	d := deployment(0)
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(d), d); err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Replicas = ptr.To(n)
+	if err := env.Client.Update(context.Background(), d); err != nil {
+		t.Fatalf("scaling to %d: %v", n, err)
+	}
+}
+
+// markScaleInOrder gives the pods on elastic nodes a lower deletion cost than
+// those on the IDC unit, as the policy's reverse unit order asks.
+func markScaleInOrder(t *testing.T, env *framework.Env) {
+	t.Helper()
+	ctx := context.Background()
+	pl, err := placement(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := appPods(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods {
+		p := &pods[i]
+		cost := "100"
+		if pl[p.Name] != "gpu-v100-edge" {
+			cost = "-100"
+		}
+		patched := p.DeepCopy()
+		if patched.Annotations == nil {
+			patched.Annotations = map[string]string{}
+		}
+		patched.Annotations[deletionCost] = cost
+		if err := env.Client.Patch(ctx, patched, client.MergeFrom(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func hasEvent(ctx context.Context, env *framework.Env, regarding, reason string) (bool, error) {
+	evs, err := env.Clientset.EventsV1().Events("").List(ctx, metav1ListOptions())
+	if err != nil {
+		return false, err
+	}
+	for _, e := range evs.Items {
+		if e.Regarding.Name == regarding && e.Reason == reason {
+			return true, nil
+		}
+	}
+	return false, nil
+}
