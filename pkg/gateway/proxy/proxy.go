@@ -28,6 +28,7 @@ import (
 
 	"github.com/spillway-io/spillway/pkg/gateway/auth"
 	"github.com/spillway-io/spillway/pkg/gateway/balancer"
+	"github.com/spillway-io/spillway/pkg/gateway/h1"
 	"github.com/spillway-io/spillway/pkg/gateway/hold"
 	"github.com/spillway-io/spillway/pkg/gateway/metrics"
 	"github.com/spillway-io/spillway/pkg/gateway/outlier"
@@ -112,7 +113,7 @@ type Option func(*Gateway)
 // WithAuth requires API keys.
 func WithAuth(a *auth.Authenticator) Option { return func(g *Gateway) { g.auth = a } }
 
-// WithTransport sets the upstream transport (default: NewTransport()).
+// WithTransport sets the upstream transport (default: an h1.Transport).
 func WithTransport(t http.RoundTripper) Option { return func(g *Gateway) { g.transport = t } }
 
 // WithClock sets the clock used for latency figures and ejection.
@@ -133,13 +134,14 @@ func New(cfg Config, router *routing.Router, ups *upstream.Registry, holder *hol
 		o(g)
 	}
 	if g.transport == nil {
-		g.transport = NewTransport()
+		g.transport = &h1.Transport{}
 	}
 	return g
 }
 
-// NewTransport is the upstream transport: HTTP/1.1 keep-alive pools sized for
-// many concurrent streams, short dial timeout, no transparent compression.
+// NewTransport is a net/http transport for the engines (the scraper's):
+// keep-alive pools sized for many engines, short dial timeout, no
+// transparent compression.
 func NewTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil, // never through an environment proxy
@@ -149,8 +151,6 @@ func NewTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true,
 		ExpectContinueTimeout: 0,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
 	}
 }
 

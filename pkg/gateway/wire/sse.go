@@ -16,7 +16,7 @@ type EventReader struct {
 
 // NewEventReader reads events from r.
 func NewEventReader(r io.Reader) *EventReader {
-	return &EventReader{r: bufio.NewReaderSize(r, 16<<10)}
+	return &EventReader{r: bufio.NewReaderSize(r, 4<<10)}
 }
 
 // MaxEventSize bounds one event; a longer one is passed on in pieces.

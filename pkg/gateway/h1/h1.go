@@ -1,0 +1,248 @@
+// Package h1 is the gateway's HTTP/1.1 client to the engines: an
+// http.RoundTripper that writes the request and reads the answer on the
+// caller's goroutine over pooled keep-alive connections. net/http's
+// Transport hands every request to two goroutines per connection; on the
+// gateway's hot path (many short requests, or thousands of long streams)
+// doing it inline saves the goroutine hand-offs and their memory. Plain HTTP
+// only, no proxies, no HTTP/2: what the engines inside the cluster speak.
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Transport pools connections per host:port.
+type Transport struct {
+	// DialTimeout bounds connecting (default 3s).
+	DialTimeout time.Duration
+	// MaxIdlePerHost bounds the idle connections kept per address (default 256).
+	MaxIdlePerHost int
+	// IdleTimeout drops connections idle longer (default 60s).
+	IdleTimeout time.Duration
+
+	mu   sync.Mutex
+	idle map[string][]*conn
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+type conn struct {
+	nc        net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func (c *conn) close() {
+	_ = c.nc.Close()
+	if c.br != nil {
+		c.br.Reset(nil)
+		readers.Put(c.br)
+		c.br = nil
+	}
+}
+
+// get returns an idle connection to addr or dials one.
+func (t *Transport) get(ctx context.Context, addr string) (*conn, bool, error) {
+	idleTimeout := t.IdleTimeout
+	if idleTimeout <= 0 {
+		idleTimeout = 60 * time.Second
+	}
+	now := time.Now()
+	t.mu.Lock()
+	for list := t.idle[addr]; len(list) > 0; list = t.idle[addr] {
+		c := list[len(list)-1]
+		t.idle[addr] = list[:len(list)-1]
+		if now.Sub(c.idleSince) < idleTimeout {
+			t.mu.Unlock()
+			return c, true, nil
+		}
+		c.close()
+	}
+	t.mu.Unlock()
+	timeout := t.DialTimeout
+	if timeout <= 0 {
+		timeout = 3 * time.Second
+	}
+	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	return &conn{nc: nc, br: br}, false, nil
+}
+
+// put keeps c for reuse.
+func (t *Transport) put(addr string, c *conn) {
+	max := t.MaxIdlePerHost
+	if max <= 0 {
+		max = 256
+	}
+	c.idleSince = time.Now()
+	t.mu.Lock()
+	if t.idle == nil {
+		t.idle = map[string][]*conn{}
+	}
+	if len(t.idle[addr]) < max {
+		t.idle[addr] = append(t.idle[addr], c)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	c.close()
+}
+
+// CloseIdleConnections closes every pooled connection.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			c.close()
+		}
+	}
+}
+
+// errNoResponse marks a failure before any byte of the answer was read.
+type errNoResponse struct{ err error }
+
+func (e *errNoResponse) Error() string { return e.err.Error() }
+func (e *errNoResponse) Unwrap() error { return e.err }
+
+// RoundTrip sends req (http scheme only) and returns the answer; its Body
+// must be read to the end or closed. A reused connection the engine had
+// closed is detected (no answer byte) and the request is sent once more on a
+// new connection when its body can be replayed.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" {
+		return nil, fmt.Errorf("h1: unsupported scheme %q", req.URL.Scheme)
+	}
+	ctx := req.Context()
+	addr := req.URL.Host
+	for attempt := 0; ; attempt++ {
+		c, reused, err := t.get(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.do(ctx, c, req)
+		if err == nil {
+			return resp, nil
+		}
+		var nr *errNoResponse
+		if reused && attempt == 0 && errors.As(err, &nr) && ctx.Err() == nil && (req.Body == nil || req.GetBody != nil) {
+			if req.GetBody != nil {
+				body, gerr := req.GetBody()
+				if gerr != nil {
+					return nil, err
+				}
+				req = req.Clone(ctx)
+				req.Body = body
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+}
+
+func (t *Transport) do(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
+	// Cancelling the request unblocks reads and writes on the connection.
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	if err != nil {
+		stop()
+		c.close()
+		return nil, &errNoResponse{err}
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		stop()
+		c.close()
+		return nil, &errNoResponse{err}
+	}
+	resp, err := http.ReadResponse(c.br, req)
+	if err != nil {
+		stop()
+		c.close()
+		return nil, err
+	}
+	b := &body{rc: resp.Body, c: c, t: t, addr: req.URL.Host, stop: stop, reuse: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody || resp.ContentLength == 0 {
+		b.release(true)
+		resp.Body = http.NoBody
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// body returns the connection to the pool once read to the end.
+type body struct {
+	rc    io.ReadCloser
+	c     *conn
+	t     *Transport
+	addr  string
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.release(true)
+	} else if err != nil {
+		b.release(false)
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	if !b.done {
+		b.release(false)
+	}
+	return nil
+}
+
+// release ends the body; the connection is kept when the answer was read to
+// its end, the engine allows keep-alive and the cancel did not fire.
+func (b *body) release(complete bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	notFired := b.stop()
+	if complete && b.reuse && notFired {
+		b.t.put(b.addr, b.c)
+		return
+	}
+	b.c.close()
+}
