@@ -28,7 +28,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 	"k8s.io/utils/ptr"
@@ -182,52 +181,25 @@ func TestRealHPAScalesOnAdapterMetric(t *testing.T) {
 
 func registerAPIService(ctx context.Context, t *testing.T, env *framework.Env, port int, caBundle []byte) {
 	t.Helper()
-	cs := env.Clientset
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: adapterNS}}, metav1.CreateOptions{}); err != nil {
+	ag, err := aggregator.NewForConfig(env.Config)
+	if err != nil {
 		t.Fatal(err)
 	}
 	// Endpoints and EndpointSlices cannot hold loopback addresses, so the
 	// Service is an ExternalName of localhost: the aggregator's default
 	// (non-endpoint) routing dials localhost:<APIService port>, and verifies
 	// the certificate for <service>.<namespace>.svc.
-	_, err := cs.CoreV1().Services(adapterNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: adapterSvc},
-		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost"},
-	}, metav1.CreateOptions{})
-	if err != nil {
+	reg := metricsadapter.Registration{Namespace: adapterNS, Service: adapterSvc, Port: int32(port), CABundle: caBundle, ExternalName: "localhost"}
+	if err := metricsadapter.Register(ctx, env.Clientset, ag, reg); err != nil {
 		t.Fatal(err)
 	}
-	ag, err := aggregator.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, version := range []string{"v1beta2", "v1beta1"} {
-		_, err := ag.ApiregistrationV1().APIServices().Create(ctx, &apiregv1.APIService{
-			ObjectMeta: metav1.ObjectMeta{Name: version + ".custom.metrics.k8s.io"},
-			Spec: apiregv1.APIServiceSpec{
-				Service:              &apiregv1.ServiceReference{Namespace: adapterNS, Name: adapterSvc, Port: ptr.To(int32(port))},
-				Group:                "custom.metrics.k8s.io",
-				Version:              version,
-				CABundle:             caBundle,
-				GroupPriorityMinimum: 100,
-				VersionPriority:      int32(200 - 100*i),
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+	// Registering twice is harmless (spillway up re-runs it).
+	if err := metricsadapter.Register(ctx, env.Clientset, ag, reg); err != nil {
+		t.Fatalf("registering again: %v", err)
 	}
 	waitFor(ctx, t, "APIService v1beta2.custom.metrics.k8s.io to be Available", func() (bool, string) {
-		as, err := ag.ApiregistrationV1().APIServices().Get(ctx, "v1beta2.custom.metrics.k8s.io", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, c := range as.Status.Conditions {
-			if c.Type == apiregv1.Available {
-				return c.Status == apiregv1.ConditionTrue, c.Reason + ": " + c.Message
-			}
-		}
-		return false, "no Available condition"
+		ok, reason, err := metricsadapter.Available(ctx, ag)
+		return ok, fmt.Sprintf("%s %v", reason, err)
 	})
 }
 
