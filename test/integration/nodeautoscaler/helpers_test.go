@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/configz"
 	"k8s.io/klog/v2"
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
@@ -75,7 +76,9 @@ func startScheduler(t *testing.T, env *framework.Env) {
 			t.Errorf("kube-scheduler: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	// The scheduler registers its config globally; free the name for the
+	// next test's scheduler in this process.
+	t.Cleanup(func() { cancel(); <-done; configz.Delete("componentconfig") })
 }
 
 // manager is a running controller manager with the nodepool controller.
