@@ -26,6 +26,7 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -310,6 +311,7 @@ type listerObjects struct {
 
 type podLister interface {
 	List(selector labels.Selector) ([]*corev1.Pod, error)
+	Pods(namespace string) corev1listers.PodNamespaceLister
 }
 
 type nodeLister interface {
@@ -317,17 +319,7 @@ type nodeLister interface {
 }
 
 func (o listerObjects) Pods(namespace string, sel labels.Selector) ([]*corev1.Pod, error) {
-	all, err := o.pods.List(sel)
-	if err != nil {
-		return nil, err
-	}
-	out := all[:0:0]
-	for _, p := range all {
-		if p.Namespace == namespace {
-			out = append(out, p)
-		}
-	}
-	return out, nil
+	return o.pods.Pods(namespace).List(sel)
 }
 
 func (o listerObjects) Nodes(sel labels.Selector) ([]*corev1.Node, error) { return o.nodes.List(sel) }

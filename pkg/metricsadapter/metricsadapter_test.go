@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/spillway-io/spillway/pkg/metricsadapter/scrape"
 )
@@ -43,16 +45,13 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-type staticPods []*corev1.Pod
-
-func (s staticPods) List(sel labels.Selector) ([]*corev1.Pod, error) {
-	var out []*corev1.Pod
-	for _, p := range s {
-		if sel.Matches(labels.Set(p.Labels)) {
-			out = append(out, p)
-		}
+// staticPods is an indexer-backed lister over fixed pods.
+func staticPods(pods ...*corev1.Pod) corev1listers.PodLister {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, p := range pods {
+		_ = idx.Add(p)
 	}
-	return out, nil
+	return corev1listers.NewPodLister(idx)
 }
 
 type staticNodes []*corev1.Node
@@ -68,7 +67,8 @@ func TestTargets(t *testing.T) {
 		}
 	}
 	objs := listerObjects{
-		pods: staticPods{pod("a", "isvc.q-predictor", "127.0.0.2"), pod("b", "other", "127.0.0.3"), pod("c", "isvc.q-predictor", "")},
+		pods: staticPods(pod("a", "isvc.q-predictor", "127.0.0.2"), pod("b", "other", "127.0.0.3"), pod("c", "isvc.q-predictor", ""),
+			&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a2", Namespace: "elsewhere", Labels: map[string]string{"app": "isvc.q-predictor"}}}),
 		nodes: staticNodes{
 			{ObjectMeta: metav1.ObjectMeta{Name: "gpu-1", Annotations: map[string]string{scrape.AnnotationDCGMEndpoint: "http://127.0.0.9:9400/metrics"}}},
 			{ObjectMeta: metav1.ObjectMeta{Name: "cpu-1"}},
