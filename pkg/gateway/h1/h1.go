@@ -27,6 +27,8 @@ type Transport struct {
 	MaxIdlePerHost int
 	// IdleTimeout drops connections idle longer (default 60s).
 	IdleTimeout time.Duration
+	// DialContext, when set, replaces the TCP dialer (tests map addresses).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu   sync.Mutex
 	idle map[string][]*conn
@@ -77,8 +79,11 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, bool, error) {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	dial := (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext
+	if t.DialContext != nil {
+		dial = t.DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}

@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/gateway"
 	"github.com/spillway-io/spillway/pkg/gateway/endpoints"
 	"github.com/spillway-io/spillway/pkg/gateway/enginetest"
+	"github.com/spillway-io/spillway/pkg/gateway/h1"
 	"github.com/spillway-io/spillway/test/integration/framework"
 )
 
@@ -40,11 +42,16 @@ func TestWatchRoutesAndHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopEngine()
-	host, portStr, _ := net.SplitHostPort(engineAddr)
-	var port int32
-	for _, ch := range portStr {
-		port = port*10 + int32(ch-'0')
-	}
+	// The apiserver refuses loopback addresses in EndpointSlices: the slice
+	// names a pod address, and the gateway's dialer maps it to the engine.
+	const podIP, podPort = "10.244.0.5", 8080
+	dialer := &net.Dialer{}
+	transport := &h1.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != net.JoinHostPort(podIP, "8080") {
+			return nil, fmt.Errorf("unexpected upstream %s", addr)
+		}
+		return dialer.DialContext(ctx, network, engineAddr)
+	}}
 
 	price := resource.MustParse("3")
 	for _, p := range []*spillwayv1alpha1.NodePool{
@@ -72,7 +79,8 @@ func TestWatchRoutesAndHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gw := gateway.New(gateway.Options{Domain: "example.com", HoldTimeout: 30 * time.Second, Log: testr.New(t)})
+	gw := gateway.New(gateway.Options{Domain: "example.com", HoldTimeout: 30 * time.Second,
+		Transport: transport, Log: testr.New(t)})
 	w, err := endpoints.NewWatcher(env.Config, apis.NewScheme(), "", gw, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +120,15 @@ func TestWatchRoutesAndHolds(t *testing.T) {
 		_ = resp.Body.Close()
 		answers <- answer{resp.StatusCode, string(b)}
 	}()
-	for gw.Metrics.Report(time.Now()).Services == nil || gw.Metrics.Report(time.Now()).Services[0].Held != 1 {
+	held := func() int64 {
+		for _, s := range gw.Metrics.Report(time.Now()).Services {
+			if s.Namespace == "default" && s.Name == "qwen-chat" {
+				return s.Held
+			}
+		}
+		return 0
+	}
+	for held() != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the request was not held")
 		}
@@ -124,10 +140,10 @@ func TestWatchRoutesAndHolds(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "qwen-chat-predictor-1",
 			Labels: map[string]string{discoveryv1.LabelServiceName: endpoints.PredictorService("qwen-chat")}},
 		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](podPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
 		Endpoints: []discoveryv1.Endpoint{
-			{Addresses: []string{host}, NodeName: ptr.To("idc-1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
-			{Addresses: []string{"127.0.0.2"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
+			{Addresses: []string{podIP}, NodeName: ptr.To("idc-1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
+			{Addresses: []string{"10.244.0.6"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
 		},
 	}
 	if err := c.Create(ctx, slice); err != nil {
