@@ -39,6 +39,7 @@ type flags struct {
 	domain                string
 	kubeconfig, namespace string
 	staticConfig          string
+	endpointsFrom         string
 	keysFile, keysSecret  string
 	holdTimeout           time.Duration
 	holdQueue             int
@@ -92,6 +93,7 @@ JSON list of {"namespace","name","model","endpoints":[{"address","pool","poolRan
 	fs.StringVar(&f.domain, "domain", "example.com", "domain of service hosts {name}-{namespace}.{domain}")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, then $KUBECONFIG)")
 	fs.StringVar(&f.namespace, "namespace", "", "watch only this namespace (default all)")
+	fs.StringVar(&f.endpointsFrom, "endpoints-from", "endpointslices", "where replicas come from: endpointslices, or pods (ready pods' IPs; for local clusters on loopback addresses)")
 	fs.StringVar(&f.staticConfig, "static-config", "", "JSON file of services to route, instead of watching a cluster")
 	fs.StringVar(&f.keysFile, "api-keys-file", "", `require API keys listed in this file ("KEY [RPS [BURST]]" per line); re-read when it changes`)
 	fs.StringVar(&f.keysSecret, "api-keys-secret", "", "require API keys from this Secret (namespace/name; every value in key-file format)")
@@ -131,6 +133,9 @@ func validate(f *flags) error {
 	}
 	if f.keysSecret != "" && !strings.Contains(f.keysSecret, "/") {
 		errs = append(errs, fmt.Errorf("--api-keys-secret must be namespace/name, got %q", f.keysSecret))
+	}
+	if f.endpointsFrom != "endpointslices" && f.endpointsFrom != "pods" {
+		errs = append(errs, fmt.Errorf("--endpoints-from must be endpointslices or pods, got %q", f.endpointsFrom))
 	}
 	if f.domain == "" {
 		errs = append(errs, errors.New("--domain must not be empty"))
@@ -229,6 +234,7 @@ func run(ctx context.Context, f *flags) error {
 		if err != nil {
 			return err
 		}
+		w.FromPods = f.endpointsFrom == "pods"
 		go func() { watchErr <- w.Run(ctx) }()
 	}
 

@@ -49,6 +49,12 @@ const UnknownPoolRank = 1000
 type State struct {
 	Services []spillwayv1alpha1.InferenceService
 	Slices   []discoveryv1.EndpointSlice
+	// Pods, when FromPods, replace the slices: the ready pods labelled
+	// app=isvc.NAME-predictor, at status.podIP and the server's --port. For
+	// local clusters whose pods run on loopback addresses, which the
+	// apiserver refuses in EndpointSlices.
+	Pods     []corev1.Pod
+	FromPods bool
 	// NodePools maps node name -> pool name (from the node's label).
 	NodePools map[string]string
 	Pools     []spillwayv1alpha1.NodePool
@@ -86,7 +92,13 @@ func Build(s State) ([]routing.Service, error) {
 			svc.Timeout = time.Duration(*t) * time.Second
 		}
 		seen := map[string]bool{}
+		if s.FromPods {
+			svc.Endpoints = podEndpoints(isvc, s.Pods, s.NodePools, ranks)
+		}
 		for _, sl := range slices[isvc.Namespace+"/"+PredictorService(isvc.Name)] {
+			if s.FromPods {
+				break
+			}
 			port, ok := slicePort(sl)
 			if !ok {
 				continue
@@ -117,6 +129,60 @@ func Build(s State) ([]routing.Service, error) {
 		out = append(out, svc)
 	}
 	return out, errors.Join(errs...)
+}
+
+// PodLabel is the label of an InferenceService's pods (KServe's convention).
+func PodLabel(isvc string) (key, value string) { return "app", "isvc." + isvc + "-predictor" }
+
+func podEndpoints(isvc *spillwayv1alpha1.InferenceService, pods []corev1.Pod, nodePools map[string]string, ranks map[string]int) []routing.Endpoint {
+	k, v := PodLabel(isvc.Name)
+	port := ServerPort(isvc)
+	var out []routing.Endpoint
+	seen := map[string]bool{}
+	for i := range pods {
+		p := &pods[i]
+		if p.Namespace != isvc.Namespace || p.Labels[k] != v || p.DeletionTimestamp != nil || p.Status.PodIP == "" || !podReady(p) {
+			continue
+		}
+		addr := net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(port)))
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		e := routing.Endpoint{Address: addr, PoolRank: UnknownPoolRank, Pool: nodePools[p.Spec.NodeName]}
+		if r, ok := ranks[e.Pool]; ok && e.Pool != "" {
+			e.PoolRank = r
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// ServerPort is the model server's port: --port of its command line, else
+// its first container port, else 8080 (Spillway's default).
+func ServerPort(isvc *spillwayv1alpha1.InferenceService) int32 {
+	cs := isvc.Spec.Predictor.Containers
+	if len(cs) == 0 {
+		return 8080
+	}
+	if v := flagValue(append(append([]string(nil), cs[0].Command...), cs[0].Args...), "--port"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65536 {
+			return int32(n)
+		}
+	}
+	if len(cs[0].Ports) > 0 {
+		return cs[0].Ports[0].ContainerPort
+	}
+	return 8080
 }
 
 // slicePort is the TCP port of a slice: the one named "http", else the first.
@@ -230,17 +296,20 @@ func ModelName(isvc *spillwayv1alpha1.InferenceService) string {
 
 // ServedModelName finds --served-model-name in a command line, whose
 // elements may themselves be shell command lines (sh -c "...").
-func ServedModelName(argv []string) string {
+func ServedModelName(argv []string) string { return flagValue(argv, "--served-model-name") }
+
+// flagValue finds "--flag value" or "--flag=value" in a command line.
+func flagValue(argv []string, flag string) string {
 	var words []string
 	for _, a := range argv {
 		words = append(words, strings.Fields(a)...)
 	}
 	for i, w := range words {
 		w = strings.Trim(w, `"'`)
-		if v, ok := strings.CutPrefix(w, "--served-model-name="); ok {
+		if v, ok := strings.CutPrefix(w, flag+"="); ok {
 			return strings.Trim(v, `"'`)
 		}
-		if w == "--served-model-name" && i+1 < len(words) {
+		if w == flag && i+1 < len(words) && !strings.HasPrefix(words[i+1], "--") {
 			return strings.Trim(words[i+1], `"'`)
 		}
 	}

@@ -129,6 +129,58 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+func TestBuildFromPods(t *testing.T) {
+	pod := func(name, ip, node string, ready bool, app string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{"app": app}}}
+		p.Spec.NodeName = node
+		p.Status.PodIP = ip
+		st := corev1.ConditionFalse
+		if ready {
+			st = corev1.ConditionTrue
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}
+		return p
+	}
+	got, err := Build(State{
+		FromPods: true,
+		Services: []spillwayv1alpha1.InferenceService{makeISVC("default", "qwen-chat").Command("sh", "-c", "vllm serve --port 9000 --served-model-name qwen").Obj()},
+		Pods: []corev1.Pod{
+			pod("a", "127.0.1.2", "cloud-1", true, "isvc.qwen-chat-predictor"),
+			pod("b", "127.0.1.1", "idc-1", true, "isvc.qwen-chat-predictor"),
+			pod("starting", "127.0.1.3", "idc-1", false, "isvc.qwen-chat-predictor"),
+			pod("other", "127.0.1.4", "idc-1", true, "isvc.other-predictor"),
+		},
+		// Slices are ignored in this mode.
+		Slices:    []discoveryv1.EndpointSlice{makeSlice("default", "s", "qwen-chat-predictor", 1, sliceEndpoint{ip: "10.0.0.1"})},
+		NodePools: map[string]string{"idc-1": "idc", "cloud-1": "elastic"},
+		Pools:     []spillwayv1alpha1.NodePool{pool("idc", spillwayv1alpha1.RoleIDC, ""), pool("elastic", spillwayv1alpha1.RoleElastic, "1")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []routing.Endpoint{{Address: "127.0.1.1:9000", Pool: "idc"}, {Address: "127.0.1.2:9000", Pool: "elastic", PoolRank: 1}}
+	if d := cmp.Diff(want, got[0].Endpoints); d != "" {
+		t.Errorf("endpoints from pods (-want,+got):\n%s", d)
+	}
+}
+
+func TestServerPort(t *testing.T) {
+	cases := []struct {
+		isvc spillwayv1alpha1.InferenceService
+		want int32
+	}{
+		{makeISVC("n", "a").Command("sh", "-c", "python3 -m vllm.entrypoints.openai.api_server --port 8081").Obj(), 8081},
+		{makeISVC("n", "a").Command("vllm", "serve", "--port=7000").Obj(), 7000},
+		{makeISVC("n", "a").Command("vllm", "serve", "--port", "--model", "x").Obj(), 8080},
+		{makeISVC("n", "a").Obj(), 8080},
+	}
+	for i, tc := range cases {
+		if got := ServerPort(&tc.isvc); got != tc.want {
+			t.Errorf("case %d: ServerPort = %d, want %d", i, got, tc.want)
+		}
+	}
+}
+
 func TestBadAnnotations(t *testing.T) {
 	_, err := Build(State{Services: []spillwayv1alpha1.InferenceService{
 		makeISVC("ns", "a").Annotation(AnnotationBalancer, "random").Annotation(AnnotationSaturation, "-1").Obj(),

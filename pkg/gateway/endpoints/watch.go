@@ -30,6 +30,9 @@ type Watcher struct {
 	log   logr.Logger
 	// Debounce groups bursts of changes into one rebuild (default 50ms).
 	Debounce time.Duration
+	// FromPods takes endpoints from ready Pods instead of EndpointSlices
+	// (local clusters with loopback pod addresses). Set before Run.
+	FromPods bool
 	kick     chan struct{}
 }
 
@@ -56,7 +59,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		UpdateFunc: func(any, any) { w.trigger() },
 		DeleteFunc: func(any) { w.trigger() },
 	}
-	for _, obj := range []client.Object{&spillwayv1alpha1.InferenceService{}, &discoveryv1.EndpointSlice{},
+	var endpointsObj client.Object = &discoveryv1.EndpointSlice{}
+	if w.FromPods {
+		endpointsObj = &corev1.Pod{}
+	}
+	for _, obj := range []client.Object{&spillwayv1alpha1.InferenceService{}, endpointsObj,
 		&corev1.Node{}, &spillwayv1alpha1.NodePool{}} {
 		inf, err := w.cache.GetInformer(ctx, obj)
 		if err != nil {
@@ -118,10 +125,15 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 	var (
 		isvcs  spillwayv1alpha1.InferenceServiceList
 		slices discoveryv1.EndpointSliceList
+		pods   corev1.PodList
 		nodes  corev1.NodeList
 		pools  spillwayv1alpha1.NodePoolList
 	)
-	for _, l := range []client.ObjectList{&isvcs, &slices, &nodes, &pools} {
+	var eps client.ObjectList = &slices
+	if w.FromPods {
+		eps = &pods
+	}
+	for _, l := range []client.ObjectList{&isvcs, eps, &nodes, &pools} {
 		if err := w.cache.List(ctx, l); err != nil {
 			return fmt.Errorf("listing %T: %w", l, err)
 		}
@@ -132,7 +144,8 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 			nodePools[n.Name] = p
 		}
 	}
-	svcs, err := Build(State{Services: isvcs.Items, Slices: slices.Items, NodePools: nodePools, Pools: pools.Items})
+	svcs, err := Build(State{Services: isvcs.Items, Slices: slices.Items, Pods: pods.Items, FromPods: w.FromPods,
+		NodePools: nodePools, Pools: pools.Items})
 	if err != nil {
 		w.log.Info("bad gateway annotations, using defaults", "err", err.Error())
 	}

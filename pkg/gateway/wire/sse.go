@@ -61,19 +61,26 @@ type Usage struct {
 var usageKey = []byte(`"usage"`)
 
 // FindUsage returns the usage object of a JSON answer or of an event's data,
-// if it has a non-null one.
+// if it has a non-null one. Only the object after the last "usage" key is
+// decoded, not the whole answer.
 func FindUsage(data []byte) (Usage, bool) {
-	if !bytes.Contains(data, usageKey) {
+	i := bytes.LastIndex(data, usageKey)
+	if i < 0 {
 		return Usage{}, false
 	}
-	data = bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(data), []byte("data:")))
-	var v struct {
-		Usage *Usage `json:"usage"`
-	}
-	if err := json.Unmarshal(data, &v); err != nil || v.Usage == nil {
+	rest := bytes.TrimLeft(data[i+len(usageKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
 		return Usage{}, false
 	}
-	return *v.Usage, true
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	if len(rest) == 0 || rest[0] != '{' {
+		return Usage{}, false
+	}
+	var u Usage
+	if err := json.NewDecoder(bytes.NewReader(rest)).Decode(&u); err != nil {
+		return Usage{}, false
+	}
+	return u, true
 }
 
 // IsDone reports whether an event is the closing "data: [DONE]".
