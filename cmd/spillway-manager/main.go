@@ -36,7 +36,13 @@ func newCommand() *cobra.Command {
 InferenceService controller (Deployment, Service, HPA and status of each
 service), the llm pod autoscaler, and the others registered in its
 controllers list. It serves Prometheus metrics, /healthz and /readyz.`,
-		Args:          cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				_ = cmd.Usage()
+				return fmt.Errorf("unexpected argument %q: spillway-manager takes only flags", args[0])
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
