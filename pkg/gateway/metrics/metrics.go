@@ -31,6 +31,7 @@ type Metrics struct {
 
 	mu       sync.Mutex
 	inflight map[svcKey]*counts
+	pools    sync.Map // "ns\x00name\x00pool" -> *PoolMetrics
 }
 
 type svcKey struct{ namespace, name string }
@@ -137,4 +138,31 @@ func (m *Metrics) Report(now time.Time) InFlightReport {
 		return a.Namespace < b.Namespace || (a.Namespace == b.Namespace && a.Name < b.Name)
 	})
 	return out
+}
+
+// PoolMetrics are one (service, pool)'s metric children, resolved once.
+type PoolMetrics struct {
+	TTFT, InterToken, E2E prometheus.Observer
+	InFlight              prometheus.Gauge
+	Prompt, Completion    prometheus.Counter
+	OK                    prometheus.Counter // requests_total{code="200"}
+}
+
+// Pool returns the children of (namespace, service, pool), cached.
+func (m *Metrics) Pool(ns, name, pool string) *PoolMetrics {
+	key := ns + "\x00" + name + "\x00" + pool
+	if v, ok := m.pools.Load(key); ok {
+		return v.(*PoolMetrics)
+	}
+	p := &PoolMetrics{
+		TTFT:       m.TTFT.WithLabelValues(ns, name, pool),
+		InterToken: m.InterToken.WithLabelValues(ns, name, pool),
+		E2E:        m.E2E.WithLabelValues(ns, name, pool),
+		InFlight:   m.PoolInFlight.WithLabelValues(ns, name, pool),
+		Prompt:     m.Tokens.WithLabelValues(ns, name, pool, "prompt"),
+		Completion: m.Tokens.WithLabelValues(ns, name, pool, "completion"),
+		OK:         m.Requests.WithLabelValues(ns, name, pool, "200"),
+	}
+	v, _ := m.pools.LoadOrStore(key, p)
+	return v.(*PoolMetrics)
 }

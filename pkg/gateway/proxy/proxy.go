@@ -350,12 +350,17 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 
 // finish records a finished request.
 func (g *Gateway) finish(svc *routing.Service, pool string, code int, reason string, start time.Time) {
-	g.metrics.Requests.WithLabelValues(svc.Namespace, svc.Name, pool, strconv.Itoa(code)).Inc()
+	pm := g.metrics.Pool(svc.Namespace, svc.Name, pool)
+	if code == http.StatusOK {
+		pm.OK.Inc()
+	} else {
+		g.metrics.Requests.WithLabelValues(svc.Namespace, svc.Name, pool, strconv.Itoa(code)).Inc()
+	}
 	if reason != "" {
 		g.metrics.Errors.WithLabelValues(svc.Namespace, svc.Name, pool, reason).Inc()
 	}
 	if code < 400 {
-		g.metrics.E2E.WithLabelValues(svc.Namespace, svc.Name, pool).Observe(g.clock.Since(start).Seconds())
+		pm.E2E.Observe(g.clock.Since(start).Seconds())
 	}
 }
 
@@ -474,7 +479,7 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 	up := g.upstreams.Get(ep.Address)
 	endUp := up.Begin()
 	defer endUp()
-	poolGauge := g.metrics.PoolInFlight.WithLabelValues(svc.Namespace, svc.Name, ep.Pool)
+	poolGauge := g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool).InFlight
 	poolGauge.Inc()
 	defer poolGauge.Dec()
 
@@ -592,8 +597,9 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	cw := g.newClientWriter(req.w)
 	defer cw.done()
 	now := g.clock.Now()
-	g.metrics.TTFT.WithLabelValues(labels...).Observe(now.Sub(req.start).Seconds())
-	itl := g.metrics.InterToken.WithLabelValues(labels...)
+	pm := g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool)
+	pm.TTFT.Observe(now.Sub(req.start).Seconds())
+	itl := pm.InterToken
 	var usage wire.Usage
 	var haveUsage bool
 	var events64 int64
@@ -645,7 +651,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	if !haveUsage {
 		usage.CompletionTokens = events64
 	}
-	g.countTokens(labels, usage)
+	g.countTokens(pm, usage)
 	g.finish(svc, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
 	return nil
 }
@@ -657,19 +663,20 @@ func statusReason(code int) string {
 	return ""
 }
 
-func (g *Gateway) countTokens(labels []string, u wire.Usage) {
+func (g *Gateway) countTokens(pm *metrics.PoolMetrics, u wire.Usage) {
 	if u.PromptTokens > 0 {
-		g.metrics.Tokens.WithLabelValues(append(labels, "prompt")...).Add(float64(u.PromptTokens))
+		pm.Prompt.Add(float64(u.PromptTokens))
 	}
 	if u.CompletionTokens > 0 {
-		g.metrics.Tokens.WithLabelValues(append(labels, "completion")...).Add(float64(u.CompletionTokens))
+		pm.Completion.Add(float64(u.CompletionTokens))
 	}
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// maxUsageScan bounds how much of a plain answer is kept to read its usage.
-const maxUsageScan = 1 << 20
+// usageTail is how much of the end of a plain answer is kept to read its
+// usage (OpenAI-compatible servers put "usage" last).
+const usageTail = 8 << 10
 
 // plain passes a non-streamed answer on.
 func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream, ep balancer.Endpoint) error {
@@ -683,15 +690,14 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s failed before its answer: %w", ep.Address, err))
 	}
 	g.commit(req, resp)
-	g.metrics.TTFT.WithLabelValues(labels...).Observe(g.clock.Since(req.start).Seconds())
+	pm := g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool)
+	pm.TTFT.Observe(g.clock.Since(req.start).Seconds())
 	cw := g.newClientWriter(req.w)
 	defer cw.done()
 	var kept []byte
 	for {
 		if n > 0 {
-			if len(kept)+n <= maxUsageScan {
-				kept = append(kept, buf[:n]...)
-			}
+			kept = appendTail(kept, buf[:n], usageTail)
 			if werr := cw.write(buf[:n], false); werr != nil {
 				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
 				return errAnswered
@@ -714,8 +720,19 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 		up.Success(g.clock.Now())
 	}
 	if u, ok := wire.FindUsage(kept); ok {
-		g.countTokens(labels, u)
+		g.countTokens(pm, u)
 	}
 	g.finish(svc, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
 	return nil
+}
+
+// appendTail appends p to tail and keeps only the last max bytes.
+func appendTail(tail, p []byte, max int) []byte {
+	if len(p) >= max {
+		return append(tail[:0], p[len(p)-max:]...)
+	}
+	if over := len(tail) + len(p) - max; over > 0 {
+		tail = append(tail[:0], tail[over:]...)
+	}
+	return append(tail, p...)
 }
