@@ -162,3 +162,82 @@ func TestWatchRoutesAndHolds(t *testing.T) {
 		t.Errorf("route = %+v; want the one ready endpoint on pool gpu-idc, rank 0, model qwen", svc)
 	}
 }
+
+// TestWatchFromPods routes to ready pods on loopback addresses, as the local
+// cluster runs them (the apiserver accepts them in pod status, not in
+// EndpointSlices).
+func TestWatchFromPods(t *testing.T) {
+	env := framework.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := env.Client
+	eng, engineAddr, stopEngine, err := enginetest.Start(enginetest.Config{Model: "qwen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopEngine()
+	ip, port, _ := net.SplitHostPort(engineAddr)
+
+	isvc := &spillwayv1alpha1.InferenceService{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "qwen-chat"},
+		Spec: spillwayv1alpha1.InferenceServiceSpec{Predictor: spillwayv1alpha1.PredictorSpec{
+			Containers: []corev1.Container{{Name: "kserve-container", Image: "vllm", Command: []string{"sh", "-c",
+				"python3 -m vllm.entrypoints.openai.api_server --port " + port + " --served-model-name qwen"}}},
+		}},
+	}
+	if err := c.Create(ctx, isvc); err != nil {
+		t.Fatal(err)
+	}
+	k, v := endpoints.PodLabel("qwen-chat")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "qwen-chat-predictor-abc", Labels: map[string]string{k: v}},
+		Spec:       corev1.PodSpec{NodeName: "idc-1", Containers: []corev1.Container{{Name: "kserve-container", Image: "vllm"}}},
+	}
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := c.Status().Update(ctx, pod); err != nil {
+		t.Fatalf("setting a loopback pod IP: %v", err)
+	}
+
+	gw := gateway.New(gateway.Options{Domain: "example.com", Log: testr.New(t)})
+	w, err := endpoints.NewWatcher(env.Config, apis.NewScheme(), "default", gw, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.FromPods = true
+	go func() { _ = w.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = gw.Serve(ctx, ln, nil, 5*time.Second); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := gw.Router.Table().ByKey("default/qwen-chat")
+		if s != nil && len(s.Endpoints) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ready pod never reached the routing table: %+v", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/v1/chat/completions",
+		strings.NewReader(`{"model":"qwen","messages":[{"role":"user","content":"hi"}]}`))
+	req.Host = "qwen-chat-default.example.com"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || eng.Completed.Load() != 1 {
+		t.Fatalf("status %d, engine completed %d", resp.StatusCode, eng.Completed.Load())
+	}
+}
