@@ -19,7 +19,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -163,37 +162,17 @@ func run(ctx context.Context, f *flags) error {
 	}
 
 	var authn *auth.Authenticator
-	var loadKeys func(context.Context) ([]auth.Key, error)
+	var loadKeys auth.Source
 	switch {
 	case f.keysFile != "":
-		loadKeys = func(context.Context) ([]auth.Key, error) {
-			b, err := os.ReadFile(f.keysFile)
-			if err != nil {
-				return nil, fmt.Errorf("reading API keys: %w", err)
-			}
-			return auth.ParseKeys(f.keysFile, string(b))
-		}
+		loadKeys = auth.FileSource(f.keysFile)
 	case f.keysSecret != "":
 		cs, err := kubernetes.NewForConfig(restCfg)
 		if err != nil {
 			return err
 		}
 		ns, name, _ := strings.Cut(f.keysSecret, "/")
-		loadKeys = func(ctx context.Context) ([]auth.Key, error) {
-			s, err := cs.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("reading API keys from Secret %s: %w", f.keysSecret, err)
-			}
-			var all []auth.Key
-			for k, v := range s.Data {
-				keys, err := auth.ParseKeys(f.keysSecret+"["+k+"]", string(v))
-				if err != nil {
-					return nil, err
-				}
-				all = append(all, keys...)
-			}
-			return all, nil
-		}
+		loadKeys = auth.SecretSource(cs, ns, name)
 	}
 	if loadKeys != nil {
 		keys, err := loadKeys(ctx)
@@ -204,7 +183,7 @@ func run(ctx context.Context, f *flags) error {
 			return errors.New("API keys are required but none were found")
 		}
 		authn = auth.New(keys)
-		go refreshKeys(ctx, log, f.keysRefresh, authn, loadKeys)
+		go auth.Refresh(ctx, log, f.keysRefresh, authn, loadKeys)
 	}
 
 	gw := gateway.New(gateway.Options{
@@ -299,22 +278,4 @@ func readStatic(path string) ([]routing.Service, error) {
 		}
 	}
 	return svcs, nil
-}
-
-func refreshKeys(ctx context.Context, log logr.Logger, every time.Duration, a *auth.Authenticator, load func(context.Context) ([]auth.Key, error)) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		keys, err := load(ctx)
-		if err != nil {
-			log.Error(err, "reloading API keys; keeping the previous ones")
-			continue
-		}
-		a.SetKeys(keys)
-	}
 }

@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +62,22 @@ func TestCheck(t *testing.T) {
 	}
 	if _, err := a.Check("Bearer sk-free", now); !errors.Is(err, ErrInvalidKey) {
 		t.Errorf("removed key still accepted: %v", err)
+	}
+}
+
+func TestFileSource(t *testing.T) {
+	path := t.TempDir() + "/keys"
+	if err := os.WriteFile(path, []byte("sk-1 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := FileSource(path)(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]Key{{Secret: "sk-1", RPS: 5}}, keys); d != "" {
+		t.Errorf("FileSource (-want,+got):\n%s", d)
+	}
+	if _, err := FileSource(path + ".missing")(context.Background()); err == nil {
+		t.Error("missing file accepted")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -25,6 +26,7 @@ import (
 	"github.com/spillway-io/spillway/apis"
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/gateway"
+	"github.com/spillway-io/spillway/pkg/gateway/auth"
 	"github.com/spillway-io/spillway/pkg/gateway/endpoints"
 	"github.com/spillway-io/spillway/pkg/gateway/enginetest"
 	"github.com/spillway-io/spillway/pkg/gateway/h1"
@@ -239,5 +241,26 @@ func TestWatchFromPods(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != 200 || eng.Completed.Load() != 1 {
 		t.Fatalf("status %d, engine completed %d", resp.StatusCode, eng.Completed.Load())
+	}
+}
+
+func TestAPIKeysFromSecret(t *testing.T) {
+	env := framework.Start(t)
+	ctx := context.Background()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gateway-keys"},
+		Data: map[string][]byte{"team-a": []byte("sk-a 2 4\n"), "team-b": []byte("# comment\nsk-b\n")}}
+	if _, err := env.Clientset.CoreV1().Secrets("default").Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.SecretSource(env.Clientset, "default", "gateway-keys")(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []auth.Key{{Secret: "sk-a", RPS: 2, Burst: 4}, {Secret: "sk-b"}}
+	if d := cmp.Diff(want, keys); d != "" {
+		t.Errorf("keys from the Secret (-want,+got):\n%s", d)
+	}
+	if _, err := auth.SecretSource(env.Clientset, "default", "missing")(ctx); err == nil {
+		t.Error("a missing Secret gave no error")
 	}
 }
