@@ -199,8 +199,16 @@ func (r *Reconciler) applyDeployment(ctx context.Context, isvc *spillwayv1alpha1
 	next := have.DeepCopy()
 	next.Labels = mergeLabels(have.Labels, want.Labels)
 	next.Spec.Template = want.Spec.Template
-	if isvcbuild.Class(isvc) == spillwayv1alpha1.AutoscalerNone {
+	switch isvcbuild.Class(isvc) {
+	case spillwayv1alpha1.AutoscalerNone:
 		next.Spec.Replicas = ptr.To(isvcbuild.MinReplicas(isvc))
+	case spillwayv1alpha1.AutoscalerHPA:
+		// The HPA does not scale a Deployment at zero replicas (it takes
+		// that as autoscaling turned off): a service coming from class llm
+		// scaled to zero is given its minimum first.
+		if have.Spec.Replicas != nil && *have.Spec.Replicas == 0 {
+			next.Spec.Replicas = ptr.To(isvcbuild.InitialReplicas(isvc))
+		}
 	}
 	// Compare what was built with what is live, ignoring the fields the
 	// apiserver defaults (DeepDerivative skips fields unset in the first).

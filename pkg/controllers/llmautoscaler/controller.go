@@ -183,6 +183,12 @@ func (a *Controller) scaleOne(ctx context.Context, now time.Time, isvc *spillway
 		logger.V(2).Info("Not scaling: bad autoscaling annotations", "err", err.Error())
 		return nil
 	}
+	if a.inFlight == nil {
+		// Without the gateway's count nothing would bring the service back
+		// from zero: keep one replica.
+		spec.MinReplicas = max(spec.MinReplicas, 1)
+		spec.MaxReplicas = max(spec.MaxReplicas, spec.MinReplicas)
+	}
 	dep := &appsv1.Deployment{}
 	if err := a.client.Get(ctx, types.NamespacedName{Namespace: isvc.Namespace, Name: isvcbuild.PredictorName(isvc.Name)}, dep); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -232,3 +232,21 @@ func TestStartStops(t *testing.T) {
 		t.Fatal("Start did not return after cancel")
 	}
 }
+
+// Without a gateway nothing could bring a service back from zero, so an idle
+// service with minReplicas 0 keeps one replica.
+func TestNoGatewayNoScaleToZero(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(apis.NewScheme()).WithObjects(objects("llm", 0, 2, 2, 0)...).Build()
+	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	eng := &fakeEngines{metrics: map[string]EngineMetrics{"10.0.0.1:8000": {}, "10.0.0.2:8000": {}}}
+	a := New(c, WithClock(clk), WithEngineSource(eng), WithRegisterer(prometheus.NewRegistry()))
+	for range 30 {
+		if err := a.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Step(DefaultInterval)
+	}
+	if got := replicas(t, c); got != 1 {
+		t.Errorf("replicas %d after 60 s idle without a gateway, want 1", got)
+	}
+}

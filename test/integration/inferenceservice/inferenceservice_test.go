@@ -447,6 +447,51 @@ func TestClassChanges(t *testing.T) {
 		return nil
 	})
 
+	// Back to hpa from zero replicas (as class llm leaves an idle service):
+	// the HPA would not scale a Deployment at zero, so the controller gives
+	// it its minimum.
+	d, _ := get(t, ns, "switch-predictor", &appsv1.Deployment{})
+	zero := d.DeepCopy()
+	zero.Spec.Replicas = ptr.To[int32](0)
+	cur, _ = get(t, ns, "switch", &spillwayv1alpha1.InferenceService{})
+	upd = cur.DeepCopy()
+	upd.Spec.Predictor.AutoscalerClass = spillwayv1alpha1.AutoscalerLLM
+	upd.Spec.Predictor.MinReplicas = ptr.To[int32](0)
+	if err := env.Client.Patch(ctx, upd, client.MergeFrom(cur)); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Patch(ctx, zero, client.MergeFrom(d)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "scaled to zero with class llm", func() error {
+		got, err := get(t, ns, "switch", &spillwayv1alpha1.InferenceService{})
+		if err != nil {
+			return err
+		}
+		if c := condition(got, "PredictorReady"); c != "True/ScaledToZero" || got.Status.ObservedGeneration != got.Generation {
+			return fmt.Errorf("PredictorReady %s", c)
+		}
+		return nil
+	})
+	cur, _ = get(t, ns, "switch", &spillwayv1alpha1.InferenceService{})
+	upd = cur.DeepCopy()
+	upd.Spec.Predictor.AutoscalerClass = spillwayv1alpha1.AutoscalerHPA
+	upd.Spec.Predictor.MinReplicas = ptr.To[int32](1)
+	if err := env.Client.Patch(ctx, upd, client.MergeFrom(cur)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "hpa class restarts from zero", func() error {
+		d, err := get(t, ns, "switch-predictor", &appsv1.Deployment{})
+		if err != nil {
+			return err
+		}
+		if *d.Spec.Replicas != 1 {
+			return fmt.Errorf("replicas %d", *d.Spec.Replicas)
+		}
+		_, err = get(t, ns, "switch-hpa", &autoscalingv2.HorizontalPodAutoscaler{})
+		return err
+	})
+
 	// A custom metric without a target cannot make an HPA.
 	bad := seed(t, ns)
 	bad.Name = "no-target"
