@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +22,17 @@ import (
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/test/integration/framework"
 )
+
+// TestMain lets a test run the test binary as spillway-manager itself
+// (SPILLWAY_MANAGER_RUN_MAIN=1), to send it real signals.
+func TestMain(m *testing.M) {
+	if os.Getenv("SPILLWAY_MANAGER_RUN_MAIN") == "1" {
+		os.Args = append([]string{"spillway-manager"}, strings.Fields(os.Getenv("SPILLWAY_MANAGER_ARGS"))...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 func execute(ctx context.Context, args ...string) (string, error) {
 	cmd := newCommand()
@@ -207,5 +221,58 @@ func TestManagerRuns(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("manager did not stop after its context ended")
+	}
+}
+
+// TestSIGTERM runs the real main in a child process and stops it with
+// SIGTERM: it must exit 0, promptly, after logging its stop.
+func TestSIGTERM(t *testing.T) {
+	env := framework.Start(t)
+	pport, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "SPILLWAY_MANAGER_RUN_MAIN=1", fmt.Sprintf(
+		"SPILLWAY_MANAGER_ARGS=--kubeconfig %s --metrics-bind-address 0 --health-probe-bind-address 127.0.0.1:%d --graceful-shutdown-timeout 5s",
+		env.KubeconfigPath, pport))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", pport))
+		if err == nil && code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("not ready: %v\n%s", err, out.String())
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("exited early: %v\n%s", err, out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("still running 15 s after SIGTERM\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `"Stopped"`) {
+		t.Errorf("no stop logged:\n%s", out.String())
 	}
 }
