@@ -36,12 +36,13 @@ type sink interface {
 
 // Metrics are the scraper's own Prometheus metrics.
 type Metrics struct {
-	errors      *prometheus.CounterVec
-	lastSuccess *prometheus.GaugeVec
-	up          *prometheus.GaugeVec
-	duration    *prometheus.HistogramVec
-	targets     *prometheus.GaugeVec
-	series      *prometheus.GaugeVec
+	errors       *prometheus.CounterVec
+	lastSuccess  *prometheus.GaugeVec
+	up           *prometheus.GaugeVec
+	duration     *prometheus.HistogramVec
+	targets      *prometheus.GaugeVec
+	series       *prometheus.GaugeVec
+	configErrors prometheus.Gauge
 }
 
 // NewMetrics creates and registers the scraper's metrics.
@@ -73,7 +74,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Values a target reported in its last successful scrape.",
 		}, []string{"target"}),
 	}
-	reg.MustRegister(m.errors, m.lastSuccess, m.up, m.duration, m.targets, m.series)
+	m.configErrors = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "spillway_metrics_adapter_target_config_errors",
+		Help: "Pods and nodes skipped in the last round because of a wrong annotation (logged once each).",
+	})
+	reg.MustRegister(m.errors, m.lastSuccess, m.up, m.duration, m.targets, m.series, m.configErrors)
 	return m
 }
 
@@ -263,11 +268,18 @@ type Lister func() ([]Target, []error)
 func (s *Scraper) Run(ctx context.Context, interval time.Duration, list Lister) {
 	t := s.clock.NewTicker(interval)
 	defer t.Stop()
+	reported := map[string]bool{} // a wrong annotation is logged once, not every round
 	for {
 		targets, errs := list()
+		now := make(map[string]bool, len(errs))
 		for _, err := range errs {
-			s.log.Error(err, "skipping a scrape target")
+			now[err.Error()] = true
+			if !reported[err.Error()] {
+				s.log.Error(err, "skipping a scrape target")
+			}
 		}
+		reported = now
+		s.metrics.configErrors.Set(float64(len(errs)))
 		sort.Slice(targets, func(i, j int) bool { return targets[i].Source < targets[j].Source })
 		res := s.Round(ctx, targets)
 		s.log.V(2).Info("scrape round", "targets", len(targets), "ok", res.OK, "failed", res.Failed)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -140,12 +141,22 @@ func TestRunStopsWithContext(t *testing.T) {
 		calls.Add(1)
 		fmt.Fprint(w, "vllm:num_requests_running 1\n")
 	})
-	s := New(store.New(time.Minute), NewMetrics(prometheus.NewRegistry()))
+	var logMu sync.Mutex
+	var errorLines []string
+	logger := funcr.New(func(_, args string) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		if strings.Contains(args, "skipping a scrape target") {
+			errorLines = append(errorLines, args)
+		}
+	}, funcr.Options{})
+	m := NewMetrics(prometheus.NewRegistry())
+	s := New(store.New(time.Minute), m, WithLogger(logger))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		s.Run(ctx, 10*time.Millisecond, func() ([]Target, []error) {
-			return []Target{podTarget("a", url)}, nil
+			return []Target{podTarget("a", url)}, []error{errors.New("node bad: annotation spillway.io/dcgm-endpoint is not a URL")}
 		})
 		close(done)
 	}()
@@ -161,6 +172,12 @@ func TestRunStopsWithContext(t *testing.T) {
 	}
 	if calls.Load() < 3 {
 		t.Errorf("scrapes = %d, want at least 3", calls.Load())
+	}
+	if len(errorLines) != 1 {
+		t.Errorf("a wrong annotation seen every round was logged %d times, want once: %q", len(errorLines), errorLines)
+	}
+	if got := testutil.ToFloat64(m.configErrors); got != 1 {
+		t.Errorf("target_config_errors = %v, want 1", got)
 	}
 }
 
