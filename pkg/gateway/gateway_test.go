@@ -202,7 +202,7 @@ func TestOpenAIClient(t *testing.T) {
 		`spillway_gateway_inter_token_latency_seconds_count{namespace="default",pool="idc",service="qwen-chat"} 4`,
 	} {
 		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+			t.Errorf("metrics lack %s in\n%s", want, metrics)
 		}
 	}
 }

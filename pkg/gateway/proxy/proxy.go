@@ -603,10 +603,12 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	var usage wire.Usage
 	var haveUsage bool
 	var events64 int64
+	var done bool // [DONE] passed on: the answer is complete whatever follows
 	last := now
 	ev := first
 	for {
 		if len(ev) > 0 {
+			done = done || wire.IsDone(ev)
 			if wire.HasChoices(ev) {
 				if events64 > 0 {
 					t := g.clock.Now()
@@ -631,7 +633,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		}
 		ev, err = events.Next()
 	}
-	if err != io.EOF {
+	if err != io.EOF && !done {
 		if req.r.Context().Err() != nil {
 			g.finish(svc, ep.Pool, 499, "client_gone", req.start)
 			return errAnswered

@@ -3,7 +3,6 @@ package wire
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"io"
 )
 
@@ -76,11 +75,47 @@ func FindUsage(data []byte) (Usage, bool) {
 	if len(rest) == 0 || rest[0] != '{' {
 		return Usage{}, false
 	}
-	var u Usage
-	if err := json.NewDecoder(bytes.NewReader(rest)).Decode(&u); err != nil {
+	end := bytes.IndexByte(rest, '}')
+	if end < 0 {
 		return Usage{}, false
 	}
-	return u, true
+	obj := rest[:end+1]
+	var u Usage
+	var found bool
+	for _, f := range []struct {
+		key []byte
+		dst *int64
+	}{{promptKey, &u.PromptTokens}, {completionKey, &u.CompletionTokens}} {
+		if v, ok := intField(obj, f.key); ok {
+			*f.dst, found = v, true
+		}
+	}
+	return u, found
+}
+
+var (
+	promptKey     = []byte(`"prompt_tokens"`)
+	completionKey = []byte(`"completion_tokens"`)
+)
+
+// intField reads `"key": 123` in a flat JSON object.
+func intField(obj, key []byte) (int64, bool) {
+	i := bytes.Index(obj, key)
+	if i < 0 {
+		return 0, false
+	}
+	rest := bytes.TrimLeft(obj[i+len(key):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return 0, false
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	var v int64
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' && n < 18 {
+		v = v*10 + int64(rest[n]-'0')
+		n++
+	}
+	return v, n > 0
 }
 
 // IsDone reports whether an event is the closing "data: [DONE]".

@@ -55,12 +55,8 @@ func Parse(data []byte, maxPrefix int) (Request, error) {
 	if trimmed[0] != '{' {
 		return Request{}, fmt.Errorf("%w: the body must be a JSON object", ErrInvalidRequest)
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	if err := dec.Decode(&b); err != nil {
+	if err := json.Unmarshal(trimmed, &b); err != nil {
 		return Request{}, fmt.Errorf("%w: malformed JSON: %v", ErrInvalidRequest, err)
-	}
-	if dec.More() {
-		return Request{}, fmt.Errorf("%w: malformed JSON: data after the object", ErrInvalidRequest)
 	}
 	var r Request
 	if b.Model == nil {

@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{name: "empty", body: "  ", wantErr: "empty body"},
 		{name: "array", body: `[{"model":"m"}]`, wantErr: "must be a JSON object"},
 		{name: "truncated", body: `{"model":"m"`, wantErr: "malformed JSON"},
-		{name: "trailing data", body: `{"model":"m"} {}`, wantErr: "data after the object"},
+		{name: "trailing data", body: `{"model":"m"} {}`, wantErr: "malformed JSON: invalid character '{' after top-level value"},
 		{name: "no model", body: `{"messages":[]}`, wantErr: `missing field "model"`},
 		{name: "model number", body: `{"model":1}`, wantErr: `"model" must be a string`},
 		{name: "model empty", body: `{"model":""}`, wantErr: `"model" must not be empty`},
