@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/gateway/enginetest"
+	"github.com/spillway-io/spillway/pkg/gateway/routing"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
+
+// TestBinary runs the command with a static config and an API key file:
+// health, metrics, a request, and a clean stop on cancellation (SIGTERM).
+func TestBinary(t *testing.T) {
+	_, engine, stop, err := enginetest.Start(enginetest.Config{Model: "qwen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dir := t.TempDir()
+	cfg, _ := json.Marshal([]routing.Service{{Namespace: "default", Name: "qwen-chat", Model: "qwen",
+		Endpoints: []routing.Endpoint{{Address: engine, Pool: "idc"}}}})
+	if err := os.WriteFile(filepath.Join(dir, "services.json"), cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keys"), []byte("sk-test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	api, admin := freeAddr(t), freeAddr(t)
+	cmd := newCommand()
+	cmd.SetArgs([]string{"--static-config", filepath.Join(dir, "services.json"), "--api-keys-file", filepath.Join(dir, "keys"),
+		"--listen", api, "--admin-listen", admin, "--drain-timeout", "5s"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/healthz")
+		if err == nil {
+			_ = resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not come up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+api+"/v1/chat/completions", strings.NewReader(`{"model":"qwen","messages":[]}`))
+	req.Host = "qwen-chat-default.example.com"
+	req.Header.Set("Authorization", "Bearer sk-test")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	m, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(m.Body)
+	_ = m.Body.Close()
+	if !strings.Contains(string(body), `spillway_gateway_requests_total{code="200",namespace="default",pool="idc",service="qwen-chat"} 1`) {
+		t.Errorf("metrics do not count the request:\n%s", body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not stop")
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--scrape-interval", "2s", "--static-config", "x"},
+		{"--endpoints-from", "dns", "--static-config", "x"},
+		{"--api-keys-file", "a", "--api-keys-secret", "b/c", "--static-config", "x"},
+		{"--no-such-flag"},
+	} {
+		cmd := newCommand()
+		cmd.SetArgs(args)
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), "--") {
+			t.Errorf("%v: err = %v, want a usage error", args, err)
+		}
+	}
+}
