@@ -12,6 +12,7 @@ package inferenceservice
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -40,6 +41,10 @@ import (
 
 // ControllerName names the controller (logs, metrics, field manager).
 const ControllerName = "inferenceservice"
+
+// ErrNotOwned is returned when a child's name is taken by an object the
+// InferenceService does not own; the controller leaves such objects alone.
+var ErrNotOwned = errors.New("exists and is not owned by the InferenceService")
 
 // Reconciler reconciles InferenceServices.
 type Reconciler struct {
@@ -115,6 +120,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	var obs Observed
 	var applyErr error
 	obs.Deployment, obs.HPA, obs.SpecErr, applyErr = r.applyChildren(ctx, isvc)
+	obs.ApplyErr = applyErr
 	if isvcbuild.Class(isvc) == spillwayv1alpha1.AutoscalerLLM {
 		_, obs.AutoscalerErr = llm.SpecFor(isvc)
 	}
@@ -172,7 +178,7 @@ func (r *Reconciler) applyChildren(ctx context.Context, isvc *spillwayv1alpha1.I
 	if dep, err = r.applyDeployment(ctx, isvc, wantDep); err != nil {
 		return nil, nil, nil, err
 	}
-	if err = r.applyService(ctx, wantSvc); err != nil {
+	if err = r.applyService(ctx, isvc, wantSvc); err != nil {
 		return dep, nil, nil, err
 	}
 	hpa, err = r.applyHPA(ctx, isvc, wantHPA)
@@ -194,7 +200,7 @@ func (r *Reconciler) applyDeployment(ctx context.Context, isvc *spillwayv1alpha1
 		return nil, fmt.Errorf("reading deployment %s: %w", klog.KObj(want), err)
 	}
 	if !metav1.IsControlledBy(have, isvc) {
-		return nil, fmt.Errorf("deployment %s exists and is not owned by the InferenceService", klog.KObj(have))
+		return nil, fmt.Errorf("deployment %s %w", klog.KObj(have), ErrNotOwned)
 	}
 	next := have.DeepCopy()
 	next.Labels = mergeLabels(have.Labels, want.Labels)
@@ -224,7 +230,7 @@ func (r *Reconciler) applyDeployment(ctx context.Context, isvc *spillwayv1alpha1
 	return next, nil
 }
 
-func (r *Reconciler) applyService(ctx context.Context, want *corev1.Service) error {
+func (r *Reconciler) applyService(ctx context.Context, isvc *spillwayv1alpha1.InferenceService, want *corev1.Service) error {
 	have := &corev1.Service{}
 	err := r.client.Get(ctx, client.ObjectKeyFromObject(want), have)
 	if apierrors.IsNotFound(err) {
@@ -236,6 +242,9 @@ func (r *Reconciler) applyService(ctx context.Context, want *corev1.Service) err
 	}
 	if err != nil {
 		return fmt.Errorf("reading service %s: %w", klog.KObj(want), err)
+	}
+	if !metav1.IsControlledBy(have, isvc) {
+		return fmt.Errorf("service %s %w", klog.KObj(have), ErrNotOwned)
 	}
 	next := have.DeepCopy()
 	next.Labels = mergeLabels(have.Labels, want.Labels)

@@ -1,6 +1,7 @@
 package inferenceservice
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -24,6 +25,8 @@ const (
 // Condition reasons.
 const (
 	ReasonInvalidSpec        = "InvalidSpec"
+	ReasonChildConflict      = "ChildConflict"
+	ReasonApplyFailed        = "ApplyFailed"
 	ReasonDeploymentMissing  = "DeploymentMissing"
 	ReasonReplicasReady      = "ReplicasReady"
 	ReasonNoReadyReplica     = "NoReadyReplica"
@@ -49,6 +52,8 @@ type Observed struct {
 	NodePools map[string]string
 	// SpecErr is why the children could not be built, if they could not.
 	SpecErr error
+	// ApplyErr is why the children could not be written, if they could not.
+	ApplyErr error
 	// AutoscalerErr is why the autoscaler is misconfigured, if it is.
 	AutoscalerErr error
 }
@@ -116,6 +121,10 @@ func ComputeStatus(isvc *spillwayv1alpha1.InferenceService, obs Observed, domain
 	switch {
 	case obs.SpecErr != nil:
 		set(ConditionPredictorReady, false, ReasonInvalidSpec, obs.SpecErr.Error())
+	case obs.ApplyErr != nil && errors.Is(obs.ApplyErr, ErrNotOwned):
+		set(ConditionPredictorReady, false, ReasonChildConflict, obs.ApplyErr.Error())
+	case obs.ApplyErr != nil && obs.Deployment == nil:
+		set(ConditionPredictorReady, false, ReasonApplyFailed, obs.ApplyErr.Error())
 	case obs.Deployment == nil:
 		set(ConditionPredictorReady, false, ReasonDeploymentMissing, "the predictor Deployment does not exist yet")
 	case deploymentStalled(obs.Deployment):

@@ -567,3 +567,35 @@ func TestLLMAutoscalerScalesTheDeployment(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNameTaken: a Service of the predictor's name that the InferenceService
+// does not own is left alone and the conflict is reported.
+func TestNameTaken(t *testing.T) {
+	needEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	other := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "taken-predictor", Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "someone-else"}, Ports: []corev1.ServicePort{{Port: 9999}}}}
+	if err := env.Client.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	isvc := seed(t, ns)
+	isvc.Name = "taken"
+	if err := env.Client.Create(ctx, isvc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "conflict reported", func() error {
+		got, err := get(t, ns, "taken", &spillwayv1alpha1.InferenceService{})
+		if err != nil {
+			return err
+		}
+		if c := condition(got, "PredictorReady"); c != "False/ChildConflict" {
+			return fmt.Errorf("PredictorReady %s", c)
+		}
+		return nil
+	})
+	s, _ := get(t, ns, "taken-predictor", &corev1.Service{})
+	if s.Spec.Selector["app"] != "someone-else" || s.Spec.Ports[0].Port != 9999 {
+		t.Errorf("someone else's service was changed: %+v", s.Spec)
+	}
+}
