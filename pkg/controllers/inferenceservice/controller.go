@@ -77,7 +77,8 @@ func New(c client.Client, opts ...Option) *Reconciler {
 }
 
 // SetupWithManager registers the controller: InferenceServices, the
-// children they own, and their pods (for readiness and pools).
+// children they own, their pods (for readiness and pools) and the labels of
+// nodes (for pools).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	podToISVC := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		name := o.GetLabels()[isvcbuild.LabelInferenceService]
@@ -89,6 +90,24 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	hasISVCLabel := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetLabels()[isvcbuild.LabelInferenceService] != ""
 	})
+	// A node changing pool moves its replicas in status.pools.
+	nodeToISVCs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		pods := &corev1.PodList{}
+		if err := r.client.List(ctx, pods, client.HasLabels{isvcbuild.LabelInferenceService}); err != nil {
+			log.FromContext(ctx).Error(err, "Listing the pods of inference services")
+			return nil
+		}
+		seen := map[types.NamespacedName]bool{}
+		var out []reconcile.Request
+		for _, p := range pods.Items {
+			key := types.NamespacedName{Namespace: p.Namespace, Name: p.Labels[isvcbuild.LabelInferenceService]}
+			if p.Spec.NodeName == o.GetName() && !seen[key] {
+				seen[key] = true
+				out = append(out, reconcile.Request{NamespacedName: key})
+			}
+		}
+		return out
+	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(ControllerName).
 		For(&spillwayv1alpha1.InferenceService{}).
@@ -96,6 +115,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&autoscalingv2.HorizontalPodAutoscaler{}).
 		Watches(&corev1.Pod{}, podToISVC, builder.WithPredicates(hasISVCLabel)).
+		Watches(&corev1.Node{}, nodeToISVCs, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Complete(r)
 }
 

@@ -599,3 +599,48 @@ func TestNameTaken(t *testing.T) {
 		t.Errorf("someone else's service was changed: %+v", s.Spec)
 	}
 }
+
+// TestNodeChangesPool: relabelling a node moves its replica in
+// status.pools.
+func TestNodeChangesPool(t *testing.T) {
+	needEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	isvc := seed(t, ns)
+	isvc.Name = "moving"
+	isvc.Spec.Predictor.AutoscalerClass = spillwayv1alpha1.AutoscalerNone
+	if err := env.Client.Create(ctx, isvc); err != nil {
+		t.Fatal(err)
+	}
+	makeNode(t, "move-0", "pool-a")
+	eventually(t, "pod created", func() error {
+		if n := len(podsOf(t, ns, "moving")); n != 1 {
+			return fmt.Errorf("%d pods", n)
+		}
+		return nil
+	})
+	placeAndReady(t, &podsOf(t, ns, "moving")[0], "move-0")
+	pools := func(want string) func() error {
+		return func() error {
+			got, err := get(t, ns, "moving", &spillwayv1alpha1.InferenceService{})
+			if err != nil {
+				return err
+			}
+			if len(got.Status.Pools) != 1 || got.Status.Pools[0].Pool != want {
+				return fmt.Errorf("pools %+v", got.Status.Pools)
+			}
+			return nil
+		}
+	}
+	eventually(t, "on pool-a", pools("pool-a"))
+	node := &corev1.Node{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: "move-0"}, node); err != nil {
+		t.Fatal(err)
+	}
+	moved := node.DeepCopy()
+	moved.Labels[spillwayv1alpha1.LabelNodePool] = "pool-b"
+	if err := env.Client.Patch(ctx, moved, client.MergeFrom(node)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "on pool-b", pools("pool-b"))
+}
