@@ -10,7 +10,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -316,4 +319,74 @@ func hasEvent(ctx context.Context, env *framework.Env, regarding, reason string)
 		}
 	}
 	return false, nil
+}
+
+// TestScaleDownHonoursPDB: an under-used elastic node whose pod fits on the
+// IDC node is cordoned; a PodDisruptionBudget holds the eviction; once the
+// budget allows it the pod moves and the node is removed.
+func TestScaleDownHonoursPDB(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	ctx := context.Background()
+	startScheduler(t, env)
+	startKubelet(t, env)
+	prov := fake.New(env.Client)
+	startManager(t, env, prov, 2*time.Second)
+
+	idcNode(t, env)
+	big := elasticPool("gpu-v100-elastic", "np-elastic", 0)
+	big.Spec.Template.GPUs = 4
+	filler := deployment(1)
+	filler.Name = "filler"
+	filler.Spec.Selector.MatchLabels = map[string]string{"app": "filler"}
+	filler.Spec.Template.Labels = map[string]string{"app": "filler"}
+	create(t, env, staticPool(), big, filler)
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		var pods corev1.PodList
+		err := env.Client.List(ctx, &pods, client.MatchingLabels{"app": "filler"})
+		return err == nil && len(pods.Items) == 1 && pods.Items[0].Spec.NodeName == "idc-gpu-0", err
+	}, "the filler on the IDC node")
+
+	create(t, env, deployment(1), &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "qwen", Namespace: "default"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}}})
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-elastic": 1}), err
+	}, "the app pod on a 4-GPU elastic node")
+	nodes, _ := nodesOf(ctx, env, big.Name)
+	if len(nodes) != 1 {
+		t.Fatalf("elastic nodes = %v, want 1", nodes)
+	}
+
+	// Free the IDC GPU: the elastic node is 25% used and its pod fits there.
+	if err := env.Client.Delete(ctx, filler); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		var n corev1.Node
+		err := env.Client.Get(ctx, client.ObjectKey{Name: nodes[0]}, &n)
+		return err == nil && n.Spec.Unschedulable && n.Annotations["spillway.io/scale-down"] != "", err
+	}, "the under-used elastic node cordoned for scale-down")
+	time.Sleep(2 * time.Second) // several passes: the budget holds the pod
+	pl, err := placement(ctx, env)
+	if err != nil || !cmp.Equal(countValues(pl), map[string]int{"gpu-v100-elastic": 1}) {
+		t.Fatalf("the PDB did not hold: placement %v, err %v", pl, err)
+	}
+	if len(prov.DeleteCalls()) != 0 {
+		t.Fatalf("node deleted while its pod was protected: %+v", prov.DeleteCalls())
+	}
+
+	if err := env.Client.Delete(ctx, &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Name: "qwen", Namespace: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		if err != nil {
+			return false, err
+		}
+		left, err := nodesOf(ctx, env, big.Name)
+		return err == nil && len(left) == 0 && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1}), err
+	}, "the pod moved to the IDC node and the elastic node removed")
 }
