@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +45,7 @@ type options struct {
 	streams     int
 	quality     time.Duration
 	skipNginx   bool
+	rounds      int
 }
 
 func main() {
@@ -55,7 +57,13 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 1000, "concurrent streams of the memory phase")
 	flag.DurationVar(&o.quality, "quality-duration", 20*time.Second, "length of each routing-quality phase")
 	flag.BoolVar(&o.skipNginx, "skip-nginx", false, "do not compare with nginx")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds the throughput phases are cut into (targets take turns)")
 	flag.Parse()
+	if o.rounds < 1 || o.concurrency < 1 || o.streams < 1 || o.duration <= 0 || o.quality <= 0 {
+		fmt.Fprintln(os.Stderr, "bench-gateway: -rounds, -c, -streams, -duration and -quality-duration must be positive")
+		flag.Usage()
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // hard bound
 	defer cancel()
 	if err := run(ctx, o); err != nil {
@@ -103,18 +111,32 @@ func run(ctx context.Context, o options) error {
 		targets = append(targets, target{"nginx", "http://" + ngAddr})
 	}
 
-	fmt.Printf("bench-gateway: %d clients, %s per phase, engine on %s, GOMAXPROCS of this process %s\n",
-		o.concurrency, o.duration, engineAddr, os.Getenv("GOMAXPROCS"))
+	fmt.Printf("bench-gateway: %d clients, %s per target and phase in %d rounds, engine on %s, %d CPUs\n",
+		o.concurrency, o.duration, o.rounds, engineAddr, runtime.NumCPU())
 	for _, stream := range []bool{false, true} {
 		kind := "non-streaming"
 		if stream {
 			kind = "streaming (16 events)"
 		}
 		fmt.Printf("\n== %s ==\n", kind)
+		// The machine is shared: targets take turns in short rounds so that a
+		// change of background load hits them alike.
+		for _, t := range targets {
+			_ = load(ctx, t.url, stream, o.concurrency, 500*time.Millisecond) // warm-up
+		}
+		acc := map[string]*samples{}
+		slice := o.duration / time.Duration(o.rounds)
+		for range o.rounds {
+			for _, t := range targets {
+				if acc[t.name] == nil {
+					acc[t.name] = &samples{}
+				}
+				runLoad(ctx, t.url, stream, o.concurrency, slice, acc[t.name])
+			}
+		}
 		res := map[string]result{}
 		for _, t := range targets {
-			_ = load(ctx, t.url, stream, o.concurrency, time.Second) // warm-up
-			r := load(ctx, t.url, stream, o.concurrency, o.duration)
+			r := acc[t.name].result()
 			res[t.name] = r
 			fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
 		}
@@ -197,8 +219,31 @@ func one(ctx context.Context, url string, body string) (time.Duration, time.Dura
 	return ttft, time.Since(start), nil
 }
 
+// samples accumulates the latencies of several load slices.
+type samples struct {
+	lat     []time.Duration
+	errors  int
+	elapsed time.Duration
+}
+
+func (s *samples) result() result {
+	r := result{errors: s.errors}
+	if s.elapsed > 0 {
+		r.rps = float64(len(s.lat)) / s.elapsed.Seconds()
+	}
+	r.p50, r.p99 = pct(s.lat, 0.50), pct(s.lat, 0.99)
+	return r
+}
+
 // load runs c clients in a closed loop for d.
 func load(ctx context.Context, url string, stream bool, c int, d time.Duration) result {
+	var s samples
+	runLoad(ctx, url, stream, c, d, &s)
+	return s.result()
+}
+
+// runLoad runs c clients in a closed loop for d and adds to acc.
+func runLoad(ctx context.Context, url string, stream bool, c int, d time.Duration, acc *samples) {
 	body := plainBody
 	if stream {
 		body = streamBody
@@ -206,8 +251,6 @@ func load(ctx context.Context, url string, stream bool, c int, d time.Duration) 
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex
-	var lat []time.Duration
-	var errs int
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range c {
@@ -225,16 +268,13 @@ func load(ctx context.Context, url string, stream bool, c int, d time.Duration) 
 				mine = append(mine, e2e)
 			}
 			mu.Lock()
-			lat = append(lat, mine...)
-			errs += bad
+			acc.lat = append(acc.lat, mine...)
+			acc.errors += bad
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	el := time.Since(start)
-	r := result{rps: float64(len(lat)) / el.Seconds(), errors: errs}
-	r.p50, r.p99 = pct(lat, 0.50), pct(lat, 0.99)
-	return r
+	acc.elapsed += time.Since(start)
 }
 
 func pct(d []time.Duration, q float64) time.Duration {
