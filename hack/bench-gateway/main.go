@@ -98,7 +98,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer stopGW()
-	targets := []target{{"direct", "http://" + engineAddr}, {"spillway", "http://" + gwAddr}}
+	targets := []target{{"direct", "http://" + engineAddr, nil}, {"spillway", "http://" + gwAddr, func() []int { return []int{gwPID} }}}
 	var nginxPIDs func() []int
 	var ngSlowAddr string
 	if !o.skipNginx {
@@ -108,7 +108,7 @@ func run(ctx context.Context, o options) error {
 		}
 		defer stopNG()
 		nginxPIDs, ngSlowAddr = pids, ngSlow
-		targets = append(targets, target{"nginx", "http://" + ngAddr})
+		targets = append(targets, target{"nginx", "http://" + ngAddr, pids})
 	}
 
 	fmt.Printf("bench-gateway: %d clients, %s per target and phase in %d rounds, engine on %s, %d CPUs\n",
@@ -131,14 +131,23 @@ func run(ctx context.Context, o options) error {
 				if acc[t.name] == nil {
 					acc[t.name] = &samples{}
 				}
+				before := cpuTicks(t.pids)
 				runLoad(ctx, t.url, stream, o.concurrency, slice, acc[t.name])
+				acc[t.name].cpuTicks += cpuTicks(t.pids) - before
 			}
 		}
 		res := map[string]result{}
 		for _, t := range targets {
 			r := acc[t.name].result()
+			cpu := ""
+			if t.pids != nil && len(acc[t.name].lat) > 0 {
+				// CPU time of the proxy's processes per request: robust to
+				// other load on a shared machine, unlike req/s.
+				r.cpuPerReq = time.Duration(float64(acc[t.name].cpuTicks) * float64(time.Second) / clockTicks / float64(len(acc[t.name].lat)))
+				cpu = fmt.Sprintf("  proxy CPU/request %s", r.cpuPerReq.Round(100*time.Nanosecond))
+			}
 			res[t.name] = r
-			fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+			fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d%s\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, cpu)
 		}
 		d := res["direct"]
 		s := res["spillway"]
@@ -148,6 +157,10 @@ func run(ctx context.Context, o options) error {
 			fmt.Printf("nginx    added latency: p50 %s  p99 %s;  throughput vs direct %.2f\n",
 				(n.p50 - d.p50).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond), n.rps/d.rps)
 			fmt.Printf("RATIO throughput spillway/nginx = %.2f (goal >= 1.00)\n", s.rps/n.rps)
+			if n.cpuPerReq > 0 {
+				fmt.Printf("RATIO proxy CPU per request nginx/spillway = %.2f (capacity ratio at equal CPU; goal >= 1.00)\n",
+					float64(n.cpuPerReq)/float64(s.cpuPerReq))
+			}
 			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx)\n",
 				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
 		}
@@ -176,12 +189,17 @@ func run(ctx context.Context, o options) error {
 	return quality(ctx, o.quality)
 }
 
-type target struct{ name, url string }
+type target struct {
+	name, url string
+	// pids of the proxy's processes (nil: not measured)
+	pids func() []int
+}
 
 type result struct {
-	rps      float64
-	p50, p99 time.Duration
-	errors   int
+	rps       float64
+	p50, p99  time.Duration
+	errors    int
+	cpuPerReq time.Duration
 }
 
 var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4096, MaxIdleConns: 4096, DisableCompression: true}}
@@ -221,9 +239,10 @@ func one(ctx context.Context, url string, body string) (time.Duration, time.Dura
 
 // samples accumulates the latencies of several load slices.
 type samples struct {
-	lat     []time.Duration
-	errors  int
-	elapsed time.Duration
+	lat      []time.Duration
+	errors   int
+	elapsed  time.Duration
+	cpuTicks int64
 }
 
 func (s *samples) result() result {
@@ -324,6 +343,35 @@ func holdStreams(ctx context.Context, url string, n int, rss func() int) (int, i
 	close(release)
 	wg.Wait()
 	return peak, int(opened.Load())
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clockTicks = 100
+
+// cpuTicks sums user+system time of the processes.
+func cpuTicks(pids func() []int) int64 {
+	if pids == nil {
+		return 0
+	}
+	var total int64
+	for _, pid := range pids() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces) in parentheses.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			total += u + st
+		}
+	}
+	return total
 }
 
 func rssKB(pid int) int {

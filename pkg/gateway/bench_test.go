@@ -23,7 +23,7 @@ func BenchmarkProxy(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		gw := startGateway(&testing.T{}, Options{}, service("qwen-chat", "qwen", addr))
+		gw := startGateway(b, Options{}, service("qwen-chat", "qwen", addr))
 		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 		for _, tgt := range []struct{ name, url string }{{"direct", "http://" + addr}, {"gateway", gw.URL}} {
 			b.Run(name+"/"+tgt.name, func(b *testing.B) {
@@ -45,8 +45,6 @@ func BenchmarkProxy(b *testing.B) {
 				})
 			})
 		}
-		gw.cancel()
-		<-gw.done
-		stop()
+		b.Cleanup(stop)
 	}
 }

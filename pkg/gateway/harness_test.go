@@ -48,12 +48,12 @@ type testGateway struct {
 }
 
 // startGateway serves g on 127.0.0.1 (API and admin on one port).
-func startGateway(t *testing.T, o Options, svcs ...routing.Service) *testGateway {
+func startGateway(t testing.TB, o Options, svcs ...routing.Service) *testGateway {
 	t.Helper()
 	if o.Domain == "" {
 		o.Domain = "example.com"
 	}
-	o.Log = testr.NewWithOptions(t, testr.Options{Verbosity: 1})
+	o.Log = testr.NewWithInterface(t, testr.Options{Verbosity: 1})
 	g := New(o)
 	g.Update(svcs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
