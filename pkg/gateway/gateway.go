@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -142,7 +143,8 @@ func (g *Gateway) Update(svcs []routing.Service) {
 // APIHandler serves the OpenAI paths.
 func (g *Gateway) APIHandler() http.Handler { return g.Proxy }
 
-// AdminHandler serves /healthz, /readyz, /metrics, /debug/inflight and /debug/routes.
+// AdminHandler serves /healthz, /readyz, /metrics, /debug/inflight,
+// /debug/routes and /debug/pprof (keep the admin address private).
 func (g *Gateway) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
@@ -158,6 +160,8 @@ func (g *Gateway) AdminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(g.Metrics.Report(g.opts.Clock.Now()))
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/routes", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(g.Router.Table().Services())
