@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -459,7 +460,7 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 
 func copyHeaders(dst, src http.Header) {
 	for k, vs := range src {
-		dst[k] = append(dst[k][:0:0], vs...)
+		dst[k] = vs[:len(vs):len(vs)] // shared, capacity clipped: an Add copies
 	}
 	for _, f := range src.Values("Connection") {
 		for _, name := range strings.Split(f, ",") {
@@ -483,16 +484,14 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 	poolGauge.Inc()
 	defer poolGauge.Dec()
 
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	u := "http://" + ep.Address + req.r.URL.Path
-	if req.r.URL.RawQuery != "" {
-		u += "?" + req.r.URL.RawQuery
-	}
-	out, err := http.NewRequestWithContext(actx, req.r.Method, u, bytes.NewReader(req.body))
+	// Leaving this function closes the answer's body, which drops the
+	// upstream connection if the answer was not read to its end.
+	out, err := http.NewRequestWithContext(ctx, req.r.Method, "", bytes.NewReader(req.body))
 	if err != nil {
 		return &retryable{err: err}
 	}
+	// The upstream URL is built from the routing table's address only.
+	out.URL = &url.URL{Scheme: "http", Host: ep.Address, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath, RawQuery: req.r.URL.RawQuery}
 	copyHeaders(out.Header, req.r.Header)
 	out.Header.Del("Content-Length")
 	if g.auth != nil {
