@@ -129,7 +129,7 @@ func (p *Provider) Create(_ context.Context, pool *spillwayv1alpha1.NodePool, co
 			Name: name, ProviderID: ProviderIDPrefix + pool.Name + "/" + name, Pool: pool.Name, CreatedAt: now,
 		}, pool: pool}
 		p.instances[name] = in
-		in.timers = append(in.timers, p.clock.AfterFunc(prov, func() { p.register(in, gpu) }))
+		in.timers = append(in.timers, p.clock.AfterFunc(prov, func() { go p.register(in, gpu) }))
 		out = append(out, in.Instance)
 	}
 	return out, nil
@@ -179,7 +179,7 @@ func (p *Provider) register(in *instance, gpuDelay time.Duration) {
 	if _, alive := p.instances[in.Name]; !alive {
 		return
 	}
-	in.timers = append(in.timers, p.clock.AfterFunc(gpuDelay, func() { p.advertiseGPUs(in.Name, gpus) }))
+	in.timers = append(in.timers, p.clock.AfterFunc(gpuDelay, func() { go p.advertiseGPUs(in.Name, gpus) }))
 }
 
 func (p *Provider) advertiseGPUs(name string, gpus resource.Quantity) {
