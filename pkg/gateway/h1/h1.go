@@ -15,6 +15,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -174,7 +176,7 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request) (*http.R
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
-	err := req.Write(bw)
+	err := writeRequest(bw, req)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -250,4 +252,74 @@ func (b *body) release(complete bool) {
 		return
 	}
 	b.c.close()
+}
+
+// skipHeaders are written by writeRequest itself, or not at all.
+var skipHeaders = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Trailer": true}
+
+// writeRequest writes req in HTTP/1.1 form: request line, Host, the
+// headers, Content-Length (a body of unknown length is read into memory
+// first), blank line, body. It is leaner than
+// Request.Write, which re-validates every header byte; values holding CR or
+// LF are still refused.
+func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	var body []byte
+	length := int64(0)
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	if hasBody && req.ContentLength > 0 {
+		length = req.ContentLength // streamed below
+	} else if hasBody {
+		var err error
+		if body, err = io.ReadAll(req.Body); err != nil {
+			return fmt.Errorf("reading the request body: %w", err)
+		}
+		_ = req.Body.Close()
+		length = int64(len(body))
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if strings.ContainsAny(host, "\r\n ") {
+		return fmt.Errorf("h1: invalid host %q", host)
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	for k, vs := range req.Header {
+		if skipHeaders[k] {
+			continue
+		}
+		if strings.ContainsAny(k, "\r\n: ") {
+			return fmt.Errorf("h1: invalid header name %q", k)
+		}
+		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n") {
+				return fmt.Errorf("h1: invalid value of header %s", k)
+			}
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if length > 0 || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(length, 10))
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+	if body != nil || !hasBody || length == 0 {
+		_, err := bw.Write(body)
+		return err
+	}
+	n, err := io.CopyN(bw, req.Body, length)
+	_ = req.Body.Close()
+	if err != nil {
+		return fmt.Errorf("sending the request body (%d of %d bytes): %w", n, length, err)
+	}
+	return nil
 }

@@ -118,3 +118,36 @@ func TestRefused(t *testing.T) {
 		t.Error("https accepted")
 	}
 }
+
+func TestWriteRequestRefusesInjection(t *testing.T) {
+	addr, _, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	req.Header["X-Bad"] = []string{"a\r\nInjected: yes"}
+	if _, err := (&Transport{}).RoundTrip(req); err == nil || !strings.Contains(err.Error(), "X-Bad") {
+		t.Errorf("err = %v, want a refusal naming X-Bad", err)
+	}
+}
+
+func TestHeadersAndQueryArrive(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	addr, _, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(b)))
+		got <- r
+		_, _ = w.Write(b)
+	})
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/x?a=1&b=%20", strings.NewReader("body!"))
+	req.Header.Add("X-Multi", "1")
+	req.Header.Add("X-Multi", "2")
+	resp, err := (&Transport{}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	r := <-got
+	if string(b) != "body!" || r.URL.RawQuery != "a=1&b=%20" || r.URL.Path != "/v1/x" ||
+		strings.Join(r.Header.Values("X-Multi"), ",") != "1,2" || r.ContentLength != 5 || r.Host != addr {
+		t.Errorf("server saw %s %s host %s headers %v length %d; answer %q", r.Method, r.URL, r.Host, r.Header, r.ContentLength, b)
+	}
+}
