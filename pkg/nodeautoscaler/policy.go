@@ -5,7 +5,6 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
 )
@@ -40,7 +39,7 @@ func (p *policies) match(pod *corev1.Pod) (*schedulingv1alpha1.ResourcePolicy, e
 		if rp.Namespace != pod.Namespace {
 			continue
 		}
-		if labels.SelectorFromSet(rp.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+		if subset(rp.Spec.Selector, pod.Labels) {
 			found = append(found, rp)
 		}
 	}
@@ -56,7 +55,17 @@ func (p *policies) match(pod *corev1.Pod) (*schedulingv1alpha1.ResourcePolicy, e
 
 // unitHolds reports whether a node with these labels belongs to the unit.
 func unitHolds(u *schedulingv1alpha1.Unit, nodeLabels map[string]string) bool {
-	return labels.SelectorFromSet(u.NodeSelector).Matches(labels.Set(nodeLabels))
+	return subset(u.NodeSelector, nodeLabels)
+}
+
+// subset reports whether every key of want has its value in have.
+func subset(want, have map[string]string) bool {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
 }
 
 // inAnyUnit reports whether a node with these labels belongs to some unit of rp.

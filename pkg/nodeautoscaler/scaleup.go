@@ -111,20 +111,43 @@ func PlanScaleUp(s Snapshot, pending []*corev1.Pod) ScaleUpPlan {
 // step is one group of nodes a pod may use, in order.
 type step struct {
 	unit  int // -1: no unit
+	key   any // identifies the node group for the membership memo
 	holds func(nodeLabels map[string]string) bool
+}
+
+// anyNode is the memo key of the step that takes every node.
+type anyNode struct{}
+
+// outside is the memo key of the step of nodes outside a policy's units.
+type outside struct{ rp *schedulingv1alpha1.ResourcePolicy }
+
+// member reports, memoised per step group and node, whether the step holds n.
+func (c *cluster) member(st step, i int) bool {
+	m := c.memo[st.key]
+	for len(m) <= i {
+		m = append(m, 0)
+	}
+	if m[i] == 0 {
+		m[i] = 2
+		if st.holds(c.nodes[i].node.Labels) {
+			m[i] = 1
+		}
+	}
+	c.memo[st.key] = m
+	return m[i] == 1
 }
 
 func stepsFor(rp *schedulingv1alpha1.ResourcePolicy) []step {
 	if rp == nil {
-		return []step{{unit: -1, holds: func(map[string]string) bool { return true }}}
+		return []step{{unit: -1, key: anyNode{}, holds: func(map[string]string) bool { return true }}}
 	}
 	var out []step
 	for i := range rp.Spec.Units {
 		u := &rp.Spec.Units[i]
-		out = append(out, step{unit: i, holds: func(l map[string]string) bool { return unitHolds(u, l) }})
+		out = append(out, step{unit: i, key: u, holds: func(l map[string]string) bool { return unitHolds(u, l) }})
 	}
 	if strategyPrefer(rp) {
-		out = append(out, step{unit: -1, holds: func(l map[string]string) bool { return !inAnyUnit(rp, l) }})
+		out = append(out, step{unit: -1, key: outside{rp}, holds: func(l map[string]string) bool { return !inAnyUnit(rp, l) }})
 	}
 	return out
 }
@@ -178,8 +201,8 @@ func (c *cluster) placed(rp *schedulingv1alpha1.ResourcePolicy, st step, pl *Pla
 // plan already opened.
 func (c *cluster) onExisting(pod *corev1.Pod, req corev1.ResourceList, st step) *Placement {
 	for _, kind := range []nodeKind{kindUsable, kindComing, kindNew} {
-		for _, n := range c.nodes {
-			if n.kind != kind || !st.holds(n.node.Labels) {
+		for i, n := range c.nodes {
+			if n.kind != kind || !c.member(st, i) {
 				continue
 			}
 			if ok, _ := n.fits(pod, req); !ok {

@@ -38,11 +38,9 @@ func podRequests(pod *corev1.Pod) corev1.ResourceList {
 	return resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
 }
 
-// fits reports whether pod can go on n now, and why not.
+// fits reports whether pod can go on n now, and why not. Free capacity is
+// checked first: it is cheap and rules out most nodes of a busy cluster.
 func (n *simNode) fits(pod *corev1.Pod, req corev1.ResourceList) (bool, string) {
-	if ok, reason := shapeFits(pod, n.node); !ok {
-		return false, reason
-	}
 	alloc := n.node.Status.Allocatable
 	if maxPods, ok := alloc[corev1.ResourcePods]; ok && n.pods+1 > maxPods.Value() {
 		return false, "too many pods"
@@ -57,7 +55,7 @@ func (n *simNode) fits(pod *corev1.Pod, req corev1.ResourceList) (bool, string) 
 			return false, "insufficient " + string(name)
 		}
 	}
-	return true, ""
+	return shapeFits(pod, n.node)
 }
 
 // shapeFits checks what does not depend on free capacity: node selector,

@@ -115,13 +115,14 @@ type cluster struct {
 	pools    []*Pool // sorted: weight desc, name
 	poolSize map[string]int
 	policies *policies
+	memo     map[any][]int8 // step group -> node index -> 0 unknown, 1 member, 2 not
 }
 
 // buildCluster lays the snapshot's nodes, coming instances and bound pods
 // into a simulated cluster. Cordoned and not-ready nodes of no elastic pool
 // take no pods; nodes of elastic pools that are not usable yet are coming.
 func buildCluster(s *Snapshot) *cluster {
-	c := &cluster{byName: map[string]*simNode{}, poolSize: map[string]int{}, policies: newPolicies(s.Policies)}
+	c := &cluster{byName: map[string]*simNode{}, poolSize: map[string]int{}, policies: newPolicies(s.Policies), memo: map[any][]int8{}}
 	pools := map[string]*Pool{}
 	for i := range s.Pools {
 		p := &s.Pools[i]

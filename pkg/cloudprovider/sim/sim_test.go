@@ -119,3 +119,24 @@ func TestBadParameters(t *testing.T) {
 		}
 	}
 }
+
+func FuzzDelays(f *testing.F) {
+	for _, s := range []string{"30s", "0", "1h2m", "-1s", "soon", "", "9999999999h"} {
+		f.Add(s, "10s")
+	}
+	p := New(nil)
+	f.Fuzz(func(t *testing.T, prov, gpu string) {
+		np := pool(map[string]string{ParamProvisioningDelay: prov, ParamGPUDelay: gpu})
+		pd, gd, err := p.delays(np)
+		if err != nil {
+			return
+		}
+		if pd < 0 || gd < 0 {
+			t.Fatalf("accepted negative delays %v %v from %q %q", pd, gd, prov, gpu)
+		}
+		want, _ := time.ParseDuration(prov)
+		if pd != want {
+			t.Fatalf("provisioningDelay %q parsed as %v, want %v", prov, pd, want)
+		}
+	})
+}
