@@ -119,7 +119,9 @@ type step struct {
 type anyNode struct{}
 
 // outside is the memo key of the step of nodes outside a policy's units.
-type outside struct{ rp *schedulingv1alpha1.ResourcePolicy }
+type outside struct {
+	rp *schedulingv1alpha1.ResourcePolicy
+}
 
 // member reports, memoised per step group and node, whether the step holds n.
 func (c *cluster) member(st step, i int) bool {
