@@ -5,6 +5,7 @@ package nodeautoscaler
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/cloudprovider"
 	"github.com/spillway-io/spillway/pkg/cloudprovider/fake"
+	"github.com/spillway-io/spillway/pkg/cloudprovider/sim"
 	"github.com/spillway-io/spillway/test/integration/framework"
 )
 
@@ -389,4 +391,61 @@ func TestScaleDownHonoursPDB(t *testing.T) {
 		left, err := nodesOf(ctx, env, big.Name)
 		return err == nil && len(left) == 0 && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1}), err
 	}, "the pod moved to the IDC node and the elastic node removed")
+}
+
+// TestSimCloudGPUDelay: with the simulated cloud a node is Ready before it
+// advertises its GPUs; it stays "coming" until then, so the burst buys
+// exactly two nodes, and the pods land once the GPUs appear.
+func TestSimCloudGPUDelay(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	startScheduler(t, env)
+	startKubelet(t, env)
+	simCloud := sim.New(env.Client, sim.WithDelays(time.Second, 2*time.Second))
+	counting := &countingProvider{Provider: simCloud}
+	startManager(t, env, counting, 2*time.Second)
+
+	pool := elasticPool("gpu-v100-elastic", "np-elastic", 0)
+	idcNode(t, env)
+	create(t, env, staticPool(), pool, seedPolicy(idcPoolID, "np-elastic"), deployment(3))
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		var nodes corev1.NodeList
+		if err := env.Client.List(ctx, &nodes, client.MatchingLabels{spillwayv1alpha1.LabelNodePool: pool.Name}); err != nil {
+			return false, err
+		}
+		for _, n := range nodes.Items {
+			if cloudprovider.Usable(&n, 0) && !cloudprovider.Usable(&n, 1) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}, "a simulated node Ready without its GPUs")
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1, "gpu-v100-elastic": 2}), err
+	}, "two replicas on simulated nodes once their GPUs appear")
+	if got := counting.created(); got != 2 {
+		t.Errorf("simulated nodes bought = %d, want 2", got)
+	}
+}
+
+// countingProvider counts the nodes a provider created.
+type countingProvider struct {
+	cloudprovider.Provider
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countingProvider) Create(ctx context.Context, np *spillwayv1alpha1.NodePool, count int) ([]cloudprovider.Instance, error) {
+	ins, err := c.Provider.Create(ctx, np, count)
+	c.mu.Lock()
+	c.n += len(ins)
+	c.mu.Unlock()
+	return ins, err
+}
+
+func (c *countingProvider) created() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }
