@@ -11,7 +11,6 @@ package nodepool
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -103,6 +102,7 @@ type state struct {
 	lastWhy       map[string]string // pool -> last scale-up/down reason
 	unneededSince map[string]time.Time
 	firstSeen     map[types.UID]time.Time // unschedulable pods, for the reaction metric
+	notHelped     map[types.UID]string    // pods told no pool helps, with the reason told
 	providerErr   map[string]error
 }
 
@@ -115,7 +115,7 @@ func New(c client.Client, events eventRecorder, opts Options) *Reconciler {
 	return &Reconciler{client: c, events: events, opts: opts, metrics: newMetrics(opts.Registerer),
 		st: state{backoffUntil: map[string]time.Time{}, lastScaleUp: map[string]time.Time{},
 			lastScaleDown: map[string]time.Time{}, lastWhy: map[string]string{},
-			unneededSince: map[string]time.Time{}, firstSeen: map[types.UID]time.Time{},
+			unneededSince: map[string]time.Time{}, firstSeen: map[types.UID]time.Time{}, notHelped: map[types.UID]string{},
 			providerErr: map[string]error{}}}
 }
 
@@ -202,5 +202,3 @@ func Unschedulable(pod *corev1.Pod) bool {
 }
 
 var _ reconcile.Reconciler = (*Reconciler)(nil)
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -53,11 +54,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 
 	pools := r.listInstances(ctx, now, in)
 	r.replaceStuck(ctx, now, in, pools)
-	desired := map[string]int{}
-	r.keepMinSize(ctx, now, pools, desired)
-	plan := r.scaleUp(ctx, now, in, pools, desired)
+	r.keepMinSize(ctx, now, pools)
+	plan := r.scaleUp(ctx, now, in, pools)
 	r.scaleDown(ctx, now, in, pools, plan)
-	r.writeStatus(ctx, now, in, pools, desired)
+	r.writeStatus(ctx, now, in, pools)
 
 	requeue := r.opts.ScanInterval
 	for _, p := range pools {
@@ -233,7 +233,7 @@ func (r *Reconciler) replaceStuck(ctx context.Context, now time.Time, in *input,
 }
 
 // keepMinSize asks for the nodes an elastic pool lacks to reach its min.
-func (r *Reconciler) keepMinSize(ctx context.Context, now time.Time, pools []*poolState, desired map[string]int) {
+func (r *Reconciler) keepMinSize(ctx context.Context, now time.Time, pools []*poolState) {
 	for _, ps := range pools {
 		if !ps.listed {
 			continue
@@ -293,7 +293,7 @@ func (r *Reconciler) providerFailed(now time.Time, np *spillwayv1alpha1.NodePool
 // scaleUp plans nodes for the pending pods and asks for them; a pool whose
 // provider fails backs off and the plan is made again without it, so the
 // pods go to the next eligible pool in the same pass.
-func (r *Reconciler) scaleUp(ctx context.Context, now time.Time, in *input, pools []*poolState, desired map[string]int) nodeautoscaler.ScaleUpPlan {
+func (r *Reconciler) scaleUp(ctx context.Context, now time.Time, in *input, pools []*poolState) nodeautoscaler.ScaleUpPlan {
 	logger := log.FromContext(ctx)
 	byName := map[string]*poolState{}
 	for _, ps := range pools {
@@ -334,14 +334,34 @@ func (r *Reconciler) scaleUp(ctx context.Context, now time.Time, in *input, pool
 		logger.V(1).Info("pods no new node would help", "pods", plan.Unhelped)
 	}
 	for _, u := range plan.Unhelped {
-		if p := podByKey[u.Pod]; p != nil {
-			if _, reported := r.st.firstSeen[p.UID]; reported {
-				r.events.Eventf(p, nil, corev1.EventTypeNormal, "NotTriggerScaleUp", "ScaleUp", "no node pool can help: %s", u.Reason)
-				delete(r.st.firstSeen, p.UID)
-			}
+		p := podByKey[u.Pod]
+		if p == nil || r.st.notHelped[p.UID] == u.Reason {
+			continue
+		}
+		r.st.notHelped[p.UID] = u.Reason
+		r.events.Eventf(p, nil, corev1.EventTypeNormal, "NotTriggerScaleUp", "ScaleUp", "no node pool can help: %s", u.Reason)
+	}
+	// Forget pods that are no longer pending.
+	for uid := range r.st.notHelped {
+		if !pendingUID(in.pending, uid) {
+			delete(r.st.notHelped, uid)
+		}
+	}
+	for uid := range r.st.firstSeen {
+		if !pendingUID(in.pending, uid) {
+			delete(r.st.firstSeen, uid)
 		}
 	}
 	return plan
+}
+
+func pendingUID(pods []*corev1.Pod, uid types.UID) bool {
+	for _, p := range pods {
+		if p.UID == uid {
+			return true
+		}
+	}
+	return false
 }
 
 func instanceNames(ins []cloudprovider.Instance) []string {

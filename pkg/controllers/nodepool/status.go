@@ -26,7 +26,7 @@ const (
 )
 
 // writeStatus patches each pool's status when it changed and sets the gauges.
-func (r *Reconciler) writeStatus(ctx context.Context, now time.Time, in *input, pools []*poolState, _ map[string]int) {
+func (r *Reconciler) writeStatus(ctx context.Context, now time.Time, in *input, pools []*poolState) {
 	logger := log.FromContext(ctx)
 	for _, ps := range pools {
 		np := ps.np
