@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -270,12 +271,16 @@ func unschedulable(p *corev1.Pod) bool {
 
 func scaleTo(t *testing.T, env *framework.Env, n int32) {
 	t.Helper()
-	d := deployment(0)
-	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(d), d); err != nil {
-		t.Fatal(err)
-	}
-	d.Spec.Replicas = ptr.To(n)
-	if err := env.Client.Update(context.Background(), d); err != nil {
+	// The deployment controller writes the object too: retry on conflicts.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d := deployment(0)
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(d), d); err != nil {
+			return err
+		}
+		d.Spec.Replicas = ptr.To(n)
+		return env.Client.Update(context.Background(), d)
+	})
+	if err != nil {
 		t.Fatalf("scaling to %d: %v", n, err)
 	}
 }
