@@ -17,14 +17,21 @@ type policies struct {
 	list []*schedulingv1alpha1.ResourcePolicy // sorted by namespace/name
 	// count[policy key][unit] = matched pods counted in the unit.
 	count map[string][]int32
+	// used[policy key][unit] = summed requests of those pods (for maxResources).
+	used map[string][]corev1.ResourceList
 }
 
 func newPolicies(list []*schedulingv1alpha1.ResourcePolicy) *policies {
 	l := append([]*schedulingv1alpha1.ResourcePolicy(nil), list...)
 	sort.Slice(l, func(i, j int) bool { return policyKey(l[i]) < policyKey(l[j]) })
-	p := &policies{list: l, count: map[string][]int32{}}
+	p := &policies{list: l, count: map[string][]int32{}, used: map[string][]corev1.ResourceList{}}
 	for _, rp := range l {
 		p.count[policyKey(rp)] = make([]int32, len(rp.Spec.Units))
+		used := make([]corev1.ResourceList, len(rp.Spec.Units))
+		for i := range used {
+			used[i] = corev1.ResourceList{}
+		}
+		p.used[policyKey(rp)] = used
 	}
 	return p
 }
@@ -110,19 +117,43 @@ func (p *policies) observe(pod *corev1.Pod, nodeLabels map[string]string) {
 		u := &rp.Spec.Units[i]
 		if unitHolds(u, nodeLabels) && counts(rp, u, pod) {
 			c[i]++
+			addTo(p.used[policyKey(rp)][i], podRequests(pod))
 			return // a node counts for the first unit that holds it
 		}
 	}
 }
 
-// atMax reports whether unit i of rp holds its max of pods.
-func (p *policies) atMax(rp *schedulingv1alpha1.ResourcePolicy, i int) bool {
-	m := rp.Spec.Units[i].Max
-	return m != nil && p.count[policyKey(rp)][i] >= *m
+// atMax reports whether unit i of rp cannot take one more pod asking req:
+// it holds its max of pods, or req would pass its maxResources.
+func (p *policies) atMax(rp *schedulingv1alpha1.ResourcePolicy, i int, req corev1.ResourceList) bool {
+	u := &rp.Spec.Units[i]
+	if u.Max != nil && p.count[policyKey(rp)][i] >= *u.Max {
+		return true
+	}
+	used := p.used[policyKey(rp)][i]
+	for name, limit := range u.MaxResources {
+		sum := used[name].DeepCopy()
+		sum.Add(req[name])
+		if sum.Cmp(limit) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
-// place counts a planned pod in unit i of rp.
-func (p *policies) place(rp *schedulingv1alpha1.ResourcePolicy, i int) { p.count[policyKey(rp)][i]++ }
+// place counts a planned pod asking req in unit i of rp.
+func (p *policies) place(rp *schedulingv1alpha1.ResourcePolicy, i int, req corev1.ResourceList) {
+	p.count[policyKey(rp)][i]++
+	addTo(p.used[policyKey(rp)][i], req)
+}
+
+func addTo(sum, req corev1.ResourceList) {
+	for name, q := range req {
+		cur := sum[name].DeepCopy()
+		cur.Add(q)
+		sum[name] = cur
+	}
+}
 
 // waitsForUnit reports whether a pod of rp that found no room in a unit
 // below its max must wait for that unit instead of going on (ExceedMax).

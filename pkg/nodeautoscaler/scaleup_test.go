@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
@@ -26,6 +27,8 @@ func TestPlanScaleUp(t *testing.T) {
 	twoUnitsDefault := exceedMax.DeepCopy()
 	twoUnitsDefault.Spec.WhenTryNextUnits = nil
 	unitMax := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](2)))
+	maxRes := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", nil))
+	maxRes.Spec.Units[1].MaxResources = corev1.ResourceList{spillwayv1alpha1.ResourceGPU: resource.MustParse("3")}
 	other := policy(unitOf(schedulingv1alpha1.ResourceElastic, "second", nil))
 	other.Name = "other"
 
@@ -96,6 +99,15 @@ func TestPlanScaleUp(t *testing.T) {
 		pending:      pending(3, 1),
 		wantUps:      []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pa"}}},
 		wantUnhelped: []string{"default/pb", "default/pc"},
+	}, {
+		name: "unit maxResources: the elastic unit holds at most three GPUs of the policy",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), makePod("p1").GPU(1).On("elastic-1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{maxRes}},
+		pending:      pending(3, 1),
+		wantUps:      []ScaleUp{{Pool: "elastic", Count: 2, Pods: []string{"default/pa", "default/pb"}}},
+		wantUnhelped: []string{"default/pc"},
 	}, {
 		name:    "taints: untolerating pods skip the heavier tainted pool",
 		snap:    Snapshot{Pools: pools(tainted, second)},
