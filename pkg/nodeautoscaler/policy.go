@@ -15,25 +15,43 @@ import (
 // docs/node-autoscaling.md; the scheduler plugin applies the same rules.
 type policies struct {
 	list []*schedulingv1alpha1.ResourcePolicy // sorted by namespace/name
-	// count[policy key][unit] = matched pods counted in the unit.
+	// count[group][unit] = matched pods counted in the unit, per group (see group).
 	count map[string][]int32
-	// used[policy key][unit] = summed requests of those pods (for maxResources).
+	// used[group][unit] = summed requests of those pods (for maxResources).
 	used map[string][]corev1.ResourceList
 }
 
 func newPolicies(list []*schedulingv1alpha1.ResourcePolicy) *policies {
 	l := append([]*schedulingv1alpha1.ResourcePolicy(nil), list...)
 	sort.Slice(l, func(i, j int) bool { return policyKey(l[i]) < policyKey(l[j]) })
-	p := &policies{list: l, count: map[string][]int32{}, used: map[string][]corev1.ResourceList{}}
-	for _, rp := range l {
-		p.count[policyKey(rp)] = make([]int32, len(rp.Spec.Units))
+	return &policies{list: l, count: map[string][]int32{}, used: map[string][]corev1.ResourceList{}}
+}
+
+// group is the key pods of rp are counted under: the policy, plus the
+// values of its matchLabelKeys. ok is false when pod lacks one of them.
+func group(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod) (key string, ok bool) {
+	key = policyKey(rp)
+	for _, k := range rp.Spec.MatchLabelKeys {
+		v, has := pod.Labels[k]
+		if !has {
+			return "", false
+		}
+		key += "\x00" + k + "=" + v
+	}
+	return key, true
+}
+
+// counters returns the per-unit counters of a group, creating them.
+func (p *policies) counters(rp *schedulingv1alpha1.ResourcePolicy, key string) ([]int32, []corev1.ResourceList) {
+	if _, ok := p.count[key]; !ok {
+		p.count[key] = make([]int32, len(rp.Spec.Units))
 		used := make([]corev1.ResourceList, len(rp.Spec.Units))
 		for i := range used {
 			used[i] = corev1.ResourceList{}
 		}
-		p.used[policyKey(rp)] = used
+		p.used[key] = used
 	}
-	return p
+	return p.count[key], p.used[key]
 }
 
 func policyKey(rp *schedulingv1alpha1.ResourcePolicy) string { return rp.Namespace + "/" + rp.Name }
@@ -54,6 +72,9 @@ func (p *policies) match(pod *corev1.Pod) (*schedulingv1alpha1.ResourcePolicy, e
 	case 0:
 		return nil, nil
 	case 1:
+		if _, ok := group(found[0], pod); !ok {
+			return nil, fmt.Errorf("pod %s/%s lacks a label of ResourcePolicy %s's matchLabelKeys %v", pod.Namespace, pod.Name, policyKey(found[0]), found[0].Spec.MatchLabelKeys)
+		}
 		return found[0], nil
 	default:
 		return nil, fmt.Errorf("pod %s/%s is matched by ResourcePolicies %s and %s", pod.Namespace, pod.Name, policyKey(found[0]), policyKey(found[1]))
@@ -112,12 +133,13 @@ func (p *policies) observe(pod *corev1.Pod, nodeLabels map[string]string) {
 	if rp == nil || err != nil {
 		return
 	}
-	c := p.count[policyKey(rp)]
+	key, _ := group(rp, pod)
+	c, used := p.counters(rp, key)
 	for i := range rp.Spec.Units {
 		u := &rp.Spec.Units[i]
 		if unitHolds(u, nodeLabels) && counts(rp, u, pod) {
 			c[i]++
-			addTo(p.used[policyKey(rp)][i], podRequests(pod))
+			addTo(used[i], podRequests(pod))
 			return // a node counts for the first unit that holds it
 		}
 	}
@@ -125,14 +147,15 @@ func (p *policies) observe(pod *corev1.Pod, nodeLabels map[string]string) {
 
 // atMax reports whether unit i of rp cannot take one more pod asking req:
 // it holds its max of pods, or req would pass its maxResources.
-func (p *policies) atMax(rp *schedulingv1alpha1.ResourcePolicy, i int, req corev1.ResourceList) bool {
+func (p *policies) atMax(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod, i int, req corev1.ResourceList) bool {
+	key, _ := group(rp, pod)
+	count, used := p.counters(rp, key)
 	u := &rp.Spec.Units[i]
-	if u.Max != nil && p.count[policyKey(rp)][i] >= *u.Max {
+	if u.Max != nil && count[i] >= *u.Max {
 		return true
 	}
-	used := p.used[policyKey(rp)][i]
 	for name, limit := range u.MaxResources {
-		sum := used[name].DeepCopy()
+		sum := used[i][name].DeepCopy()
 		sum.Add(req[name])
 		if sum.Cmp(limit) > 0 {
 			return true
@@ -142,9 +165,11 @@ func (p *policies) atMax(rp *schedulingv1alpha1.ResourcePolicy, i int, req corev
 }
 
 // place counts a planned pod asking req in unit i of rp.
-func (p *policies) place(rp *schedulingv1alpha1.ResourcePolicy, i int, req corev1.ResourceList) {
-	p.count[policyKey(rp)][i]++
-	addTo(p.used[policyKey(rp)][i], req)
+func (p *policies) place(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod, i int, req corev1.ResourceList) {
+	key, _ := group(rp, pod)
+	count, used := p.counters(rp, key)
+	count[i]++
+	addTo(used[i], req)
 }
 
 func addTo(sum, req corev1.ResourceList) {

@@ -167,16 +167,16 @@ func (c *cluster) placeOne(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList
 		}
 		if st.unit >= 0 {
 			where = fmt.Sprintf("unit %d", st.unit)
-			if c.policies.atMax(rp, st.unit, req) {
+			if c.policies.atMax(rp, pod, st.unit, req) {
 				reasons = append(reasons, where+": at max")
 				continue
 			}
 		}
 		if pl := c.onExisting(pod, req, st); pl != nil {
-			return c.placed(rp, st, pl, req), ""
+			return c.placed(rp, pod, st, pl, req), ""
 		}
 		if pl, why := c.onNew(s, pod, req, st, opened); pl != nil {
-			return c.placed(rp, st, pl, req), ""
+			return c.placed(rp, pod, st, pl, req), ""
 		} else {
 			reasons = append(reasons, where+": "+why)
 		}
@@ -191,10 +191,10 @@ func (c *cluster) placeOne(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList
 	return nil, strings.Join(reasons, "; ")
 }
 
-func (c *cluster) placed(rp *schedulingv1alpha1.ResourcePolicy, st step, pl *Placement, req corev1.ResourceList) *Placement {
+func (c *cluster) placed(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod, st step, pl *Placement, req corev1.ResourceList) *Placement {
 	pl.Unit = st.unit
 	if rp != nil && st.unit >= 0 {
-		c.policies.place(rp, st.unit, req)
+		c.policies.place(rp, pod, st.unit, req)
 	}
 	return pl
 }

@@ -29,6 +29,8 @@ func TestPlanScaleUp(t *testing.T) {
 	unitMax := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](2)))
 	maxRes := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", nil))
 	maxRes.Spec.Units[1].MaxResources = corev1.ResourceList{spillwayv1alpha1.ResourceGPU: resource.MustParse("3")}
+	perRevision := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](1)))
+	perRevision.Spec.MatchLabelKeys = []string{"pod-template-hash"}
 	other := policy(unitOf(schedulingv1alpha1.ResourceElastic, "second", nil))
 	other.Name = "other"
 
@@ -108,6 +110,17 @@ func TestPlanScaleUp(t *testing.T) {
 		pending:      pending(3, 1),
 		wantUps:      []ScaleUp{{Pool: "elastic", Count: 2, Pods: []string{"default/pa", "default/pb"}}},
 		wantUnhelped: []string{"default/pc"},
+	}, {
+		name: "matchLabelKeys: each revision has its own unit max; a pod without the key is rejected",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("old0").GPU(1).Label("pod-template-hash", "v1").On("idc-0").Obj(), makePod("old1").GPU(1).Label("pod-template-hash", "v1").On("elastic-1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{perRevision}},
+		pending: []*corev1.Pod{makePod("v1-a").GPU(1).Label("pod-template-hash", "v1").Obj(),
+			makePod("v2-a").GPU(1).Label("pod-template-hash", "v2").Obj(), makePod("v2-b").GPU(1).Label("pod-template-hash", "v2").Obj(),
+			makePod("nohash").GPU(1).Obj()},
+		wantUps:      []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/v2-a"}}},
+		wantUnhelped: []string{"default/nohash", "default/v1-a", "default/v2-b"},
 	}, {
 		name:    "taints: untolerating pods skip the heavier tainted pool",
 		snap:    Snapshot{Pools: pools(tainted, second)},
