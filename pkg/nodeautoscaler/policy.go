@@ -3,6 +3,7 @@ package nodeautoscaler
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -19,12 +20,15 @@ type policies struct {
 	count map[string][]int32
 	// used[group][unit] = summed requests of those pods (for maxResources).
 	used map[string][]corev1.ResourceList
+	// terminating[policy key][unit]: a matched pod of the unit is terminating.
+	terminating map[string]map[int]bool
 }
 
 func newPolicies(list []*schedulingv1alpha1.ResourcePolicy) *policies {
 	l := append([]*schedulingv1alpha1.ResourcePolicy(nil), list...)
 	sort.Slice(l, func(i, j int) bool { return policyKey(l[i]) < policyKey(l[j]) })
-	return &policies{list: l, count: map[string][]int32{}, used: map[string][]corev1.ResourceList{}}
+	return &policies{list: l, count: map[string][]int32{}, used: map[string][]corev1.ResourceList{},
+		terminating: map[string]map[int]bool{}}
 }
 
 // group is the key pods of rp are counted under: the policy, plus the
@@ -137,6 +141,12 @@ func (p *policies) observe(pod *corev1.Pod, nodeLabels map[string]string) {
 	c, used := p.counters(rp, key)
 	for i := range rp.Spec.Units {
 		u := &rp.Spec.Units[i]
+		if pod.DeletionTimestamp != nil && unitHolds(u, nodeLabels) {
+			if p.terminating[policyKey(rp)] == nil {
+				p.terminating[policyKey(rp)] = map[int]bool{}
+			}
+			p.terminating[policyKey(rp)][i] = true
+		}
 		if unitHolds(u, nodeLabels) && counts(rp, u, pod) {
 			c[i]++
 			addTo(used[i], podRequests(pod))
@@ -180,10 +190,28 @@ func addTo(sum, req corev1.ResourceList) {
 	}
 }
 
-// waitsForUnit reports whether a pod of rp that found no room in a unit
-// below its max must wait for that unit instead of going on (ExceedMax).
-func waitsForUnit(rp *schedulingv1alpha1.ResourcePolicy) bool {
-	return rp.Spec.WhenTryNextUnits != nil && rp.Spec.WhenTryNextUnits.Policy == schedulingv1alpha1.ExceedMax
+// waitsForUnit reports whether a pod of rp that found no room in unit i
+// (below its max) must wait for it instead of going on: always under
+// ExceedMax; under TimeoutOrExceedMax until the pod has waited the timeout;
+// under LackResourceAndNoTerminating while a pod of the unit terminates.
+func (p *policies) waitsForUnit(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod, i int, now time.Time) bool {
+	w := rp.Spec.WhenTryNextUnits
+	if w == nil {
+		return false
+	}
+	switch w.Policy {
+	case schedulingv1alpha1.ExceedMax:
+		return true
+	case schedulingv1alpha1.TimeoutOrExceedMax:
+		timeout, err := time.ParseDuration(w.Timeout)
+		if err != nil || timeout <= 0 {
+			timeout, _ = time.ParseDuration(schedulingv1alpha1.DefaultTryNextTimeout)
+		}
+		return now.Sub(pod.CreationTimestamp.Time) < timeout
+	case schedulingv1alpha1.LackResourceAndNoTerminating:
+		return p.terminating[policyKey(rp)][i]
+	}
+	return false
 }
 
 // strategyPrefer reports whether the pod may use nodes outside the units.

@@ -180,8 +180,8 @@ func (c *cluster) placeOne(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList
 		} else {
 			reasons = append(reasons, where+": "+why)
 		}
-		if rp != nil && st.unit >= 0 && waitsForUnit(rp) {
-			reasons = append(reasons, "policy waits for the unit (ExceedMax)")
+		if rp != nil && st.unit >= 0 && c.policies.waitsForUnit(rp, pod, st.unit, s.Now) {
+			reasons = append(reasons, fmt.Sprintf("policy waits for unit %d (%s)", st.unit, rp.Spec.WhenTryNextUnits.Policy))
 			break
 		}
 	}

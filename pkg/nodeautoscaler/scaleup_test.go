@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
@@ -31,6 +32,12 @@ func TestPlanScaleUp(t *testing.T) {
 	maxRes.Spec.Units[1].MaxResources = corev1.ResourceList{spillwayv1alpha1.ResourceGPU: resource.MustParse("3")}
 	perRevision := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](1)))
 	perRevision.Spec.MatchLabelKeys = []string{"pod-template-hash"}
+	timeoutPolicy := exceedMax.DeepCopy()
+	timeoutPolicy.Spec.WhenTryNextUnits = &schedulingv1alpha1.WhenTryNextUnits{Policy: schedulingv1alpha1.TimeoutOrExceedMax, Timeout: "1m"}
+	noTerminating := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", nil))
+	noTerminating.Spec.WhenTryNextUnits = &schedulingv1alpha1.WhenTryNextUnits{Policy: schedulingv1alpha1.LackResourceAndNoTerminating}
+	terminating := makePod("old").GPU(1).On("idc-0").Obj()
+	terminating.DeletionTimestamp = &metav1.Time{Time: t0}
 	other := policy(unitOf(schedulingv1alpha1.ResourceElastic, "second", nil))
 	other.Name = "other"
 
@@ -153,6 +160,24 @@ func TestPlanScaleUp(t *testing.T) {
 		name: "ExceedMax: pods wait for a unit whose pool backs off instead of moving on",
 		snap: Snapshot{Now: t0, Pools: []Pool{{NodePool: small, BackoffUntil: t0.Add(time.Minute)}, {NodePool: second}},
 			Policies: []*schedulingv1alpha1.ResourcePolicy{exceedMax}},
+		pending:      pending(1, 1),
+		wantUnhelped: []string{"default/pa"},
+	}, {
+		name: "TimeoutOrExceedMax: a pod waits for its unit until the timeout",
+		snap: Snapshot{Now: t0.Add(30 * time.Second), Pools: []Pool{{NodePool: small, BackoffUntil: t0.Add(time.Hour)}, {NodePool: second}},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{timeoutPolicy}},
+		pending:      pending(1, 1),
+		wantUnhelped: []string{"default/pa"},
+	}, {
+		name: "TimeoutOrExceedMax: after the timeout the next unit grows",
+		snap: Snapshot{Now: t0.Add(time.Minute), Pools: []Pool{{NodePool: small, BackoffUntil: t0.Add(time.Hour)}, {NodePool: second}},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{timeoutPolicy}},
+		pending: pending(1, 1),
+		wantUps: []ScaleUp{{Pool: "second", Count: 1, Pods: []string{"default/pa"}}},
+	}, {
+		name: "LackResourceAndNoTerminating: no elastic node while an IDC pod terminates",
+		snap: Snapshot{Pools: pools(idc, elastic), Nodes: []*corev1.Node{nodeOf(idc, "idc-0")},
+			Pods: []*corev1.Pod{terminating}, Policies: []*schedulingv1alpha1.ResourcePolicy{noTerminating}},
 		pending:      pending(1, 1),
 		wantUnhelped: []string{"default/pa"},
 	}, {
