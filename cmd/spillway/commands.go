@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/spillway-io/spillway/pkg/bench"
 	"github.com/spillway-io/spillway/pkg/cli/serve"
 )
 
@@ -10,5 +11,6 @@ import (
 func subcommands() []*cobra.Command {
 	return []*cobra.Command{
 		serve.NewCommand(),
+		bench.NewCommand(),
 	}
 }

@@ -230,3 +230,5 @@ func (e *UsageError) Error() string { return e.msg + "\nSee 'spillway bench --he
 func usageErr(format string, args ...any) error {
 	return &UsageError{msg: fmt.Sprintf(format, args...)}
 }
+
+func openFile(path string) (io.ReadCloser, error) { return os.Open(path) }
