@@ -1,0 +1,192 @@
+package localcluster
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+)
+
+// Ports are the loopback ports of the local cluster.
+type Ports struct {
+	EtcdClient int
+	EtcdPeer   int
+	APIServer  int
+	KCM        int
+	// Spillway's own binaries: metrics/health and serving addresses.
+	ManagerMetrics int
+	ManagerProbe   int
+	GatewayHTTP    int
+	GatewayAdmin   int
+	SimletMetrics  int
+}
+
+// DefaultPorts are the ports used when none are given.
+func DefaultPorts() Ports {
+	return Ports{
+		EtcdClient: 23790, EtcdPeer: 23800, APIServer: 16443, KCM: 10357,
+		ManagerMetrics: 10360, ManagerProbe: 10362, GatewayHTTP: 18080, GatewayAdmin: 18081,
+		SimletMetrics: 10361,
+	}
+}
+
+// Config is what a local cluster is made of.
+type Config struct {
+	// StateDir holds pki/, logs/, etcd data, the kubeconfig and pid files.
+	StateDir string
+	// K8sBinDir holds etcd, kube-apiserver, kube-controller-manager.
+	K8sBinDir string
+	// SpillwayBinDir holds Spillway's built binaries.
+	SpillwayBinDir string
+	// ClusterFile is the cluster file given to the node simulator.
+	ClusterFile string
+	// CRDDir holds the CRDs installed once kube-apiserver is ready.
+	CRDDir string
+	Ports  Ports
+}
+
+// Paths under the state folder.
+func (c Config) pki(name string) string { return filepath.Join(c.StateDir, "pki", name) }
+
+// KubeconfigPath is the admin kubeconfig written by up.
+func (c Config) KubeconfigPath() string { return filepath.Join(c.StateDir, "kubeconfig") }
+
+// LogDir holds one log file per process.
+func (c Config) LogDir() string { return filepath.Join(c.StateDir, "logs") }
+
+// APIServerURL is the loopback URL of kube-apiserver.
+func (c Config) APIServerURL() string { return "https://127.0.0.1:" + strconv.Itoa(c.Ports.APIServer) }
+
+// Component is one process of the local cluster.
+type Component struct {
+	// Name is the process name (log file, pid file).
+	Name string
+	// Binary is the executable path.
+	Binary string
+	// Args are its flags.
+	Args []string
+	// Optional components are skipped when their binary is missing (for
+	// binaries still being written).
+	Optional bool
+	// HealthURL, if set, is polled until it answers 200 before the next
+	// component starts.
+	HealthURL string
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// Components lists the processes of the local cluster in start order. Adding a
+// process is one entry here.
+func Components(c Config) []Component {
+	p := c.Ports
+	k8s := func(b string) string { return filepath.Join(c.K8sBinDir, b) }
+	sw := func(b string) string { return filepath.Join(c.SpillwayBinDir, b) }
+	kc := c.KubeconfigPath()
+	return []Component{
+		{
+			Name: "etcd", Binary: k8s("etcd"),
+			Args: []string{
+				"--name=spillway-local",
+				"--data-dir=" + filepath.Join(c.StateDir, "etcd"),
+				"--listen-client-urls=http://" + addr(p.EtcdClient),
+				"--advertise-client-urls=http://" + addr(p.EtcdClient),
+				"--listen-peer-urls=http://" + addr(p.EtcdPeer),
+				"--initial-advertise-peer-urls=http://" + addr(p.EtcdPeer),
+				"--initial-cluster=spillway-local=http://" + addr(p.EtcdPeer),
+				"--unsafe-no-fsync=true",
+				"--log-level=warn",
+			},
+			HealthURL: "http://" + addr(p.EtcdClient) + "/health",
+		},
+		{
+			Name: "kube-apiserver", Binary: k8s("kube-apiserver"),
+			Args: []string{
+				"--etcd-servers=http://" + addr(p.EtcdClient),
+				"--bind-address=127.0.0.1",
+				"--advertise-address=127.0.0.1",
+				"--secure-port=" + strconv.Itoa(p.APIServer),
+				"--endpoint-reconciler-type=none",
+				"--service-cluster-ip-range=10.0.0.0/24",
+				"--allow-privileged=true",
+				"--authorization-mode=RBAC",
+				"--client-ca-file=" + c.pki(FileCACert),
+				"--tls-cert-file=" + c.pki(FileServingCert),
+				"--tls-private-key-file=" + c.pki(FileServingKey),
+				"--kubelet-client-certificate=" + c.pki(FileAdminCert),
+				"--kubelet-client-key=" + c.pki(FileAdminKey),
+				"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+				"--service-account-key-file=" + c.pki(FileSAPub),
+				"--service-account-signing-key-file=" + c.pki(FileSAKey),
+				"--requestheader-client-ca-file=" + c.pki(FileFrontProxyCACert),
+				"--requestheader-allowed-names=" + FrontProxyClientName,
+				"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+				"--requestheader-group-headers=X-Remote-Group",
+				"--requestheader-username-headers=X-Remote-User",
+				"--proxy-client-cert-file=" + c.pki(FileProxyClientCert),
+				"--proxy-client-key-file=" + c.pki(FileProxyClientKey),
+				"--enable-aggregator-routing=true",
+			},
+		},
+		{
+			Name: "kube-controller-manager", Binary: k8s("kube-controller-manager"),
+			Args: []string{
+				"--kubeconfig=" + kc,
+				"--authentication-kubeconfig=" + kc,
+				"--authorization-kubeconfig=" + kc,
+				"--bind-address=127.0.0.1",
+				"--secure-port=" + strconv.Itoa(p.KCM),
+				"--controllers=*",
+				"--leader-elect=false",
+				"--root-ca-file=" + c.pki(FileCACert),
+				"--service-account-private-key-file=" + c.pki(FileSAKey),
+				"--use-service-account-credentials=true",
+				"--cluster-signing-cert-file=" + c.pki(FileCACert),
+				"--cluster-signing-key-file=" + c.pki(FileCAKey),
+				"--node-monitor-grace-period=20s",
+			},
+		},
+		{
+			Name: "spillway-simlet", Binary: sw("spillway-simlet"),
+			Args: []string{
+				"--kubeconfig=" + kc,
+				"--cluster-file=" + c.ClusterFile,
+				"--metrics-bind-address=" + addr(p.SimletMetrics),
+			},
+			HealthURL: "http://" + addr(p.SimletMetrics) + "/healthz",
+		},
+		{
+			Name: "spillway-scheduler", Binary: sw("spillway-scheduler"), Optional: true,
+			Args: []string{"--kubeconfig=" + kc},
+		},
+		{
+			Name: "spillway-manager", Binary: sw("spillway-manager"), Optional: true,
+			Args:      []string{"--kubeconfig=" + kc, "--metrics-bind-address=" + addr(p.ManagerMetrics), "--health-probe-bind-address=" + addr(p.ManagerProbe)},
+			HealthURL: "http://" + addr(p.ManagerProbe) + "/healthz",
+		},
+		{
+			Name: "spillway-gateway", Binary: sw("spillway-gateway"), Optional: true,
+			Args:      []string{"--kubeconfig=" + kc, "--listen=" + addr(p.GatewayHTTP), "--admin-listen=" + addr(p.GatewayAdmin)},
+			HealthURL: "http://" + addr(p.GatewayAdmin) + "/healthz",
+		},
+	}
+}
+
+// Kubeconfig returns the admin kubeconfig of the local cluster.
+func Kubeconfig(c Config) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: spillway-local
+  cluster:
+    server: %s
+    certificate-authority: %s
+users:
+- name: spillway-admin
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: spillway-local
+  context: {cluster: spillway-local, user: spillway-admin}
+current-context: spillway-local
+`, c.APIServerURL(), c.pki(FileCACert), c.pki(FileAdminCert), c.pki(FileAdminKey))
+}

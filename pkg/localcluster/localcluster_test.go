@@ -1,0 +1,200 @@
+package localcluster
+
+import (
+	"crypto/x509"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestEnsurePKI(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	if err := EnsurePKI(dir, now); err != nil {
+		t.Fatal(err)
+	}
+	load := func(name string) *x509.Certificate {
+		t.Helper()
+		c, err := readCert(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ca, fpCA := load(FileCACert), load(FileFrontProxyCACert)
+	roots, fpRoots := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(ca)
+	fpRoots.AddCert(fpCA)
+	at := now.Add(time.Minute)
+
+	serving := load(FileServingCert)
+	if _, err := serving.Verify(x509.VerifyOptions{Roots: roots, DNSName: "127.0.0.1", CurrentTime: at}); err != nil {
+		t.Errorf("serving cert for 127.0.0.1: %v", err)
+	}
+	if _, err := serving.Verify(x509.VerifyOptions{Roots: roots, DNSName: "kubernetes.default.svc", CurrentTime: at}); err != nil {
+		t.Errorf("serving cert for kubernetes.default.svc: %v", err)
+	}
+	if _, err := serving.Verify(x509.VerifyOptions{Roots: roots, DNSName: "example.com", CurrentTime: at}); err == nil {
+		t.Error("serving cert valid for example.com")
+	}
+	admin := load(FileAdminCert)
+	if _, err := admin.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: at}); err != nil {
+		t.Errorf("admin client cert: %v", err)
+	}
+	if diff := cmp.Diff([]string{"system:masters"}, admin.Subject.Organization); diff != "" {
+		t.Errorf("admin groups (-want,+got):\n%s", diff)
+	}
+	proxy := load(FileProxyClientCert)
+	if _, err := proxy.Verify(x509.VerifyOptions{Roots: fpRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: at}); err != nil {
+		t.Errorf("front-proxy client cert: %v", err)
+	}
+	if _, err := proxy.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: at}); err == nil {
+		t.Error("front-proxy client cert verifies against the cluster CA; it must only verify against the front-proxy CA")
+	}
+	if proxy.Subject.CommonName != FrontProxyClientName {
+		t.Errorf("front-proxy CN = %q", proxy.Subject.CommonName)
+	}
+	if _, err := serving.Verify(x509.VerifyOptions{Roots: roots, DNSName: "127.0.0.1", CurrentTime: now.Add(-2 * time.Hour)}); err == nil {
+		t.Error("serving cert valid before now-1h")
+	}
+
+	// A second call keeps the existing files.
+	if err := EnsurePKI(dir, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if !load(FileCACert).Equal(ca) {
+		t.Error("EnsurePKI regenerated an existing CA")
+	}
+}
+
+func TestComponentsListenOnLoopbackOnly(t *testing.T) {
+	c := Config{StateDir: "/s", K8sBinDir: "/k", SpillwayBinDir: "/b", ClusterFile: "/c.yaml", Ports: DefaultPorts()}
+	comps := Components(c)
+	var names []string
+	for _, comp := range comps {
+		names = append(names, comp.Name)
+		for _, a := range comp.Args {
+			k, v, ok := strings.Cut(a, "=")
+			if !ok {
+				t.Errorf("%s: flag %q has no value", comp.Name, a)
+				continue
+			}
+			if !strings.Contains(k, "listen") && !strings.Contains(k, "bind") && !strings.Contains(k, "address") {
+				continue
+			}
+			v = strings.TrimPrefix(strings.TrimPrefix(v, "http://"), "https://")
+			host := v
+			if h, _, err := net.SplitHostPort(v); err == nil {
+				host = h
+			}
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				t.Errorf("%s: %s=%s is not a loopback address", comp.Name, k, v)
+			}
+		}
+	}
+	want := []string{"etcd", "kube-apiserver", "kube-controller-manager", "spillway-simlet", "spillway-scheduler", "spillway-manager", "spillway-gateway"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("components (-want,+got):\n%s", diff)
+	}
+}
+
+func TestAPIServerFlags(t *testing.T) {
+	c := Config{StateDir: "/s", K8sBinDir: "/k", Ports: DefaultPorts()}
+	c.Ports.APIServer = 7443
+	c.Ports.EtcdClient = 7379
+	args := map[string]string{}
+	for _, comp := range Components(c) {
+		if comp.Name != "kube-apiserver" {
+			continue
+		}
+		if comp.Binary != "/k/kube-apiserver" {
+			t.Errorf("binary %q", comp.Binary)
+		}
+		for _, a := range comp.Args {
+			k, v, _ := strings.Cut(a, "=")
+			args[k] = v
+		}
+	}
+	for k, want := range map[string]string{
+		"--secure-port":                      "7443",
+		"--etcd-servers":                     "http://127.0.0.1:7379",
+		"--advertise-address":                "127.0.0.1",
+		"--endpoint-reconciler-type":         "none",
+		"--enable-aggregator-routing":        "true",
+		"--requestheader-allowed-names":      FrontProxyClientName,
+		"--requestheader-client-ca-file":     "/s/pki/" + FileFrontProxyCACert,
+		"--proxy-client-cert-file":           "/s/pki/" + FileProxyClientCert,
+		"--service-account-signing-key-file": "/s/pki/" + FileSAKey,
+	} {
+		if args[k] != want {
+			t.Errorf("%s = %q, want %q", k, args[k], want)
+		}
+	}
+	if !strings.Contains(Kubeconfig(c), "server: https://127.0.0.1:7443") {
+		t.Errorf("kubeconfig does not point at the apiserver:\n%s", Kubeconfig(c))
+	}
+}
+
+func TestDefaultClusterFile(t *testing.T) {
+	cf, err := ReadClusterFile(filepath.Join("..", "..", "config", "clusters", "default.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Name, Display, Type, Role, PoolID string
+		Static, GPUs                      int
+	}
+	var got []row
+	for i := range cf.Pools {
+		p := &cf.Pools[i]
+		got = append(got, row{p.Name, p.Annotations[AnnotationDisplayName], string(p.Spec.Type), string(p.Spec.Role),
+			p.Spec.Labels["alibabacloud.com/nodepool-id"], StaticNodes(p), int(p.Spec.Template.GPUs)})
+	}
+	want := []row{
+		{"default-nodepool", "default-nodepool", "Static", "control", "npdefault", 1, 0},
+		{"gpu-v100-edge", "GPU-V100-Edge", "Static", "idc", "npxxxxxx", 1, 1},
+		{"gpu-v100-elastic", "GPU-V100-Elastic", "Elastic", "elastic", "npxxxxxy", 0, 1},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("pools (-want,+got):\n%s", diff)
+	}
+	el := cf.Pools[2].Spec
+	if *el.MaxSize != 3 || el.Provider.Name != "sim" || el.PricePerHour == nil {
+		t.Errorf("elastic pool spec %+v", el)
+	}
+}
+
+func TestParseClusterFileErrors(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"empty", "# nothing\n", "no NodePool"},
+		{"bad name", "apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: GPU-V100-Edge}\nspec: {type: Static, role: idc}\n", "display-name"},
+		{"wrong kind", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n", "kind NodePool"},
+		{"unknown field", "apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a}\nspec: {type: Static, role: idc, gpu: 1}\n", "unknown field"},
+		{"bad count", "apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a, annotations: {spillway.io/static-nodes: x}}\nspec: {type: Static, role: idc}\n", "whole number"},
+		{"elastic without provider", "apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a}\nspec: {type: Elastic, role: elastic, maxSize: 1}\n", "spec.provider"},
+		{"duplicate", "apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a}\nspec: {type: Static, role: idc}\n---\napiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a}\nspec: {type: Static, role: idc}\n", "twice"},
+		{"bad type", "apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a}\nspec: {type: Other, role: idc}\n", "Static or Elastic"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseClusterFile([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseClusterFile(f *testing.F) {
+	f.Add([]byte("apiVersion: spillway.io/v1alpha1\nkind: NodePool\nmetadata: {name: a}\nspec: {type: Static, role: idc}\n"))
+	f.Add([]byte("---\n---\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cf, err := ParseClusterFile(data)
+		if err == nil && len(cf.Pools) == 0 {
+			t.Error("no error and no pools")
+		}
+	})
+}
