@@ -260,6 +260,9 @@ func TestPlot(t *testing.T) {
 		t.Errorf("replica series %d, want 3 (edge, elastic, pending)", got)
 	}
 	path := filepath.Join(t.TempDir(), "bench.png")
+	if keep := os.Getenv("SPILLWAY_KEEP_PLOT"); keep != "" {
+		path = keep // to look at it
+	}
 	if err := writePlot(path, "test", panels); err != nil {
 		t.Fatal(err)
 	}
