@@ -392,6 +392,9 @@ func (s *Simlet) Run(ctx context.Context, grace time.Duration) error {
 		if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error(err, "heartbeat")
 		}
+		if err := s.ServeDCGM(); err != nil {
+			s.log.Error(err, "DCGM exporter")
+		}
 		select {
 		case <-ctx.Done():
 			return s.shutdown(grace)
