@@ -4,13 +4,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spillway-io/spillway/pkg/bench"
+	"github.com/spillway-io/spillway/pkg/cli/inspect"
 	"github.com/spillway-io/spillway/pkg/cli/serve"
 )
 
 // subcommands lists the spillway subcommands; each lives in its own package.
 func subcommands() []*cobra.Command {
-	return []*cobra.Command{
+	return append([]*cobra.Command{
 		serve.NewCommand(),
 		bench.NewCommand(),
-	}
+	}, inspect.NewCommands()...)
 }
