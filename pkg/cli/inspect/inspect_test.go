@@ -110,7 +110,7 @@ func TestCommandsAgainstAPIServer(t *testing.T) {
 	}
 	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "qwen-chat-predictor-c.1"},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "qwen-chat-predictor-c"},
-		Reason: "FailedScheduling", Message: "0/2 nodes are available: 2 Insufficient nvidia.com/gpu", Type: "Warning",
+		Reason:         "FailedScheduling", Message: "0/2 nodes are available: 2 Insufficient nvidia.com/gpu", Type: "Warning",
 		LastTimestamp: metav1.Now()}
 	if err := c.Create(ctx, ev); err != nil {
 		t.Fatal(err)
