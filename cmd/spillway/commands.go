@@ -6,6 +6,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/bench"
 	"github.com/spillway-io/spillway/pkg/cli/inspect"
 	"github.com/spillway-io/spillway/pkg/cli/serve"
+	"github.com/spillway-io/spillway/pkg/localcluster"
 )
 
 // subcommands lists the spillway subcommands; each lives in its own package.
@@ -13,5 +14,8 @@ func subcommands() []*cobra.Command {
 	return append([]*cobra.Command{
 		serve.NewCommand(),
 		bench.NewCommand(),
+		localcluster.NewUpCommand(),
+		localcluster.NewStatusCommand(),
+		localcluster.NewDownCommand(),
 	}, inspect.NewCommands()...)
 }
