@@ -11,6 +11,7 @@ import (
 
 	"github.com/spillway-io/spillway/pkg/cloudprovider"
 	"github.com/spillway-io/spillway/pkg/cloudprovider/sim"
+	"github.com/spillway-io/spillway/pkg/controllers/deletioncost"
 	"github.com/spillway-io/spillway/pkg/controllers/inferenceservice"
 	"github.com/spillway-io/spillway/pkg/controllers/llmautoscaler"
 	"github.com/spillway-io/spillway/pkg/controllers/nodepool"
@@ -64,6 +65,9 @@ func controllerSetups() []controllerSetup {
 				return fmt.Errorf("adding the llm autoscaler: %w", err)
 			}
 			return nil
+		}},
+		{Name: "deletioncost", Setup: func(mgr ctrl.Manager, _ Options) error {
+			return deletioncost.SetupWithManager(mgr)
 		}},
 		{Name: "nodepool", Setup: func(mgr ctrl.Manager, o Options) error {
 			// Elastic pools name their provider; the local cluster's is the
