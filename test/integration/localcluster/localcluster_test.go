@@ -165,7 +165,7 @@ func TestUpRunPodDown(t *testing.T) {
 
 	// Cutting the edge pool's heartbeats: the node lifecycle controller marks
 	// its node not Ready (grace period 20s) while the control node stays Ready.
-	r, err := http.Post("http://127.0.0.1:"+itoa(c.Ports.SimletMetrics)+"/faults/cut-pool?pool=gpu-v100-edge", "", nil)
+	r, err := http.Post("http://127.0.0.1:"+strconv.Itoa(c.Ports.SimletMetrics)+"/faults/cut-pool?pool=gpu-v100-edge", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +175,3 @@ func TestUpRunPodDown(t *testing.T) {
 		t.Error("control node lost Ready too")
 	}
 }
-
