@@ -120,7 +120,11 @@ func TestFlagMapping(t *testing.T) {
 		{"annotations on service and pods", func(o *Options) { o.Annotations = []string{"x=y z"} }, func(i *spillwayv1alpha1.InferenceService) any {
 			return []map[string]string{i.Annotations, i.Spec.Predictor.Annotations}
 		}, []map[string]string{{"x": "y z"}, {"x": "y z"}}},
-		{"scale metric makes an hpa", func(o *Options) { o.ScaleMetric = "cpu"; o.ScaleTarget = ptr.To[int32](70); o.MaxReplicas = ptr.To[int32](2) },
+		{"scale metric makes an hpa", func(o *Options) {
+			o.ScaleMetric = "cpu"
+			o.ScaleTarget = ptr.To[int32](70)
+			o.MaxReplicas = ptr.To[int32](2)
+		},
 			func(i *spillwayv1alpha1.InferenceService) any {
 				p := i.Spec.Predictor
 				return []any{p.ScaleMetric, *p.ScaleTarget, *p.MinReplicas, p.MaxReplicas, p.AutoscalerClass}
