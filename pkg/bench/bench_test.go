@@ -351,3 +351,15 @@ func TestSummarizeHistogram(t *testing.T) {
 	}
 	within(t, "requests/sec", s.RequestsSec, 100, 1e-9)
 }
+
+// BenchmarkSummarize: the report of a 100k-request run.
+func BenchmarkSummarize(b *testing.B) {
+	rs := make([]Result, 100_000)
+	for i := range rs {
+		d := time.Duration(i%997+1) * time.Millisecond
+		rs[i] = Result{Status: 200, Duration: d, TTFT: d / 4, Tokens: 64, Streamed: true, Scheduled: -1}
+	}
+	for b.Loop() {
+		Summarize(rs, time.Minute)
+	}
+}
