@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -93,4 +94,22 @@ func upsert(ctx context.Context, cl client.Client, obj client.Object) error {
 	}
 	obj.SetResourceVersion(cur.GetResourceVersion())
 	return cl.Update(ctx, obj)
+}
+
+// WaitDefaultServiceAccount waits until kube-controller-manager created the
+// default ServiceAccount of namespace default; pods are refused before that.
+func WaitDefaultServiceAccount(ctx context.Context, c Config, timeout time.Duration) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", c.KubeconfigPath())
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	_ = corev1.AddToScheme(scheme)
+	cl, err := client.New(rc, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating client: %w", err)
+	}
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		return cl.Get(ctx, client.ObjectKey{Namespace: "default", Name: "default"}, &corev1.ServiceAccount{}) == nil, nil
+	})
 }

@@ -75,6 +75,10 @@ func Up(ctx context.Context, c Config, out io.Writer, now time.Time) error {
 			}
 		}
 	}
+	if err := WaitDefaultServiceAccount(ctx, c, 60*time.Second); err != nil {
+		return fmt.Errorf("waiting for the default ServiceAccount (kube-controller-manager, see %s): %w",
+			filepath.Join(c.LogDir(), "kube-controller-manager.log"), err)
+	}
 	fmt.Fprintf(out, "kubeconfig %s\n", c.KubeconfigPath())
 	return nil
 }
