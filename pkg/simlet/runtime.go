@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/spillway-io/spillway/pkg/engine/vllmargs"
 )
 
 // Runtime starts the containers of a pod.
@@ -39,12 +42,25 @@ type Runner interface {
 	SMUtil() float64
 }
 
+// IsVLLM reports whether a container's command line starts vLLM's OpenAI
+// server (vllm serve, python -m vllm.entrypoints.openai.api_server, or either
+// behind sh -c).
+func IsVLLM(argv []string) bool {
+	for _, a := range argv {
+		if strings.Contains(a, "vllm") {
+			return true
+		}
+	}
+	return false
+}
+
 // AnnotationLoadDelay sets a pod's simulated model-load time (a Go duration)
 // in the builtin runtime.
 const AnnotationLoadDelay = "simlet.spillway.io/load-delay"
 
 // PortRuntime is the builtin runtime: it listens on the pod IP at every
-// declared container port and answers GET /health (200 once loaded, 503
+// declared container port (for a vLLM command line without declared ports,
+// at its --port; a vLLM command line that does not parse fails to start) and answers GET /health (200 once loaded, 503
 // before) and /metrics, so probes, Services and scrapes see a live endpoint.
 // It is what pods without an engine command run on; the vLLM engine
 // simulator plugs in as another Runtime.
@@ -78,8 +94,18 @@ func (r PortRuntime) Start(ctx context.Context, pod *corev1.Pod, ip string, _ GP
 	pr.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	var ports []int
 	for _, c := range pod.Spec.Containers {
+		declared := len(c.Ports) > 0
 		for _, p := range c.Ports {
 			ports = append(ports, int(p.ContainerPort))
+		}
+		if argv := append(append([]string(nil), c.Command...), c.Args...); IsVLLM(argv) {
+			cfg, _, err := vllmargs.Parse(argv)
+			if err != nil {
+				return nil, fmt.Errorf("container %s: %w", c.Name, err)
+			}
+			if !declared {
+				ports = append(ports, cfg.Port)
+			}
 		}
 	}
 	var lns []net.Listener

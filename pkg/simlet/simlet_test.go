@@ -367,3 +367,37 @@ func TestPortRuntimeServesHealthAfterLoad(t *testing.T) {
 		t.Errorf("bad load delay: %v", err)
 	}
 }
+
+func TestPortRuntimeVLLMCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		command []string
+		args    []string
+		wantErr string
+	}{
+		{"vllm serve with port", []string{"vllm", "serve", "Qwen/Qwen2.5-7B"}, []string{"--port=0"}, ""},
+		{"python -m with bad flag value", []string{"python3", "-m", "vllm.entrypoints.openai.api_server"}, []string{"--port", "x"}, "container c"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod()
+			pod.Spec.Containers[0].Name = "c"
+			pod.Spec.Containers[0].Command, pod.Spec.Containers[0].Args = tc.command, tc.args
+			r, err := PortRuntime{}.Start(context.Background(), pod, "127.0.0.1", GPU{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = r.Stop(ctx)
+		})
+	}
+	if IsVLLM([]string{"nginx"}) || !IsVLLM([]string{"sh", "-c", "exec vllm serve m"}) {
+		t.Error("IsVLLM misclassifies")
+	}
+}
