@@ -164,6 +164,25 @@ func TestSeedScenario(t *testing.T) {
 		pl, err := placement(ctx, ns)
 		return err == nil && cmp.Equal([]string{"seed-elastic-0", "seed-elastic-1", "seed-idc-0"}, nodesUsed(pl)), err
 	})
+	// Make the IDC pod the newest, so that the ReplicaSet's own ranking
+	// (newest first) would remove it: only the deletion cost keeps it.
+	pl, err := placement(context.Background(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, node := range pl {
+		if node == "seed-idc-0" {
+			if err := env.Client.Delete(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}},
+				client.GracePeriodSeconds(0)); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 30*time.Second, "a new pod on the IDC node", func(ctx context.Context) (bool, error) {
+				pl, err := placement(ctx, ns)
+				_, old := pl[name]
+				return err == nil && !old && cmp.Equal([]string{"seed-elastic-0", "seed-elastic-1", "seed-idc-0"}, nodesUsed(pl)), err
+			})
+		}
+	}
 	// The controller writes the costs: IDC 200, elastic 100.
 	eventually(t, 20*time.Second, "deletion costs written", func(ctx context.Context) (bool, error) {
 		var pods corev1.PodList
@@ -184,7 +203,7 @@ func TestSeedScenario(t *testing.T) {
 		return len(rp.Status.Units) == 2 && rp.Status.Units[0].Pods == 1 && rp.Status.Units[1].Pods == 2 && rp.Status.Pending == 0, nil
 	})
 
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var d appsv1.Deployment
 		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(dep), &d); err != nil {
 			return err
