@@ -140,6 +140,7 @@ func NewUpCommand() *cobra.Command {
 	fl.IntVar(&f.ports.EtcdPeer, "etcd-peer-port", f.ports.EtcdPeer, "etcd peer port")
 	fl.IntVar(&f.ports.APIServer, "apiserver-port", f.ports.APIServer, "kube-apiserver secure port")
 	fl.IntVar(&f.ports.KCM, "kcm-port", f.ports.KCM, "kube-controller-manager secure port")
+	fl.IntVar(&f.ports.Scheduler, "scheduler-port", f.ports.Scheduler, "spillway-scheduler secure port")
 	fl.IntVar(&f.ports.SimletMetrics, "simlet-port", f.ports.SimletMetrics, "node simulator /metrics /healthz /faults port")
 	fl.IntVar(&f.ports.ManagerMetrics, "manager-metrics-port", f.ports.ManagerMetrics, "spillway-manager /metrics port")
 	fl.IntVar(&f.ports.ManagerProbe, "manager-probe-port", f.ports.ManagerProbe, "spillway-manager /healthz port")

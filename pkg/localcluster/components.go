@@ -12,6 +12,7 @@ type Ports struct {
 	EtcdPeer   int
 	APIServer  int
 	KCM        int
+	Scheduler  int
 	// Spillway's own binaries: metrics/health and serving addresses.
 	ManagerMetrics int
 	ManagerProbe   int
@@ -23,7 +24,7 @@ type Ports struct {
 // DefaultPorts are the ports used when none are given.
 func DefaultPorts() Ports {
 	return Ports{
-		EtcdClient: 23790, EtcdPeer: 23800, APIServer: 16443, KCM: 10357,
+		EtcdClient: 23790, EtcdPeer: 23800, APIServer: 16443, KCM: 10357, Scheduler: 10359,
 		ManagerMetrics: 10360, ManagerProbe: 10362, GatewayHTTP: 18080, GatewayAdmin: 18081,
 		SimletMetrics: 10361,
 	}
@@ -155,7 +156,10 @@ func Components(c Config) []Component {
 		},
 		{
 			Name: "spillway-scheduler", Binary: sw("spillway-scheduler"), Optional: true,
-			Args: []string{"--kubeconfig=" + kc},
+			Args: []string{
+				"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+				"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(p.Scheduler), "--leader-elect=false",
+			},
 		},
 		{
 			Name: "spillway-manager", Binary: sw("spillway-manager"), Optional: true,

@@ -63,7 +63,7 @@ func TestUpRunPodDown(t *testing.T) {
 		ClusterFile: filepath.Join(root, "config", "clusters", "default.yaml"),
 		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
 		Ports: localcluster.Ports{
-			EtcdClient: freePort(t), EtcdPeer: freePort(t), APIServer: freePort(t), KCM: freePort(t),
+			EtcdClient: freePort(t), EtcdPeer: freePort(t), APIServer: freePort(t), KCM: freePort(t), Scheduler: freePort(t),
 			ManagerMetrics: freePort(t), ManagerProbe: freePort(t), GatewayHTTP: freePort(t), GatewayAdmin: freePort(t),
 			SimletMetrics: freePort(t),
 		},
