@@ -132,7 +132,6 @@ func (l *informerLister) List(ns string) []*schedulingv1alpha1.ResourcePolicy {
 func (p *Plugin) Name() string { return Name }
 
 type state struct {
-	snap *resourcepolicy.Snapshot
 	plan resourcepolicy.Plan
 }
 
@@ -161,8 +160,11 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	sel := labels.SelectorFromSet(rp.Spec.Selector)
-	nodeObjs := make([]*corev1.Node, 0, len(nodes))
+	var nodeObjs []*corev1.Node
 	var pods []*corev1.Pod
+	if !needsCounts(rp) {
+		nodes = nil // the plan does not depend on what the units hold
+	}
 	for _, ni := range nodes {
 		n := ni.Node()
 		if n == nil {
@@ -181,13 +183,27 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
-	cs.Write(stateKey, &state{snap: snap, plan: plan})
+	cs.Write(stateKey, &state{plan: plan})
 	if len(plan.Units) == 0 && !plan.Others {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, plan.Explain())
 	}
 	klog.FromContext(ctx).V(4).Info("ResourcePolicy plan", "pod", klog.KObj(pod), "policy", klog.KObj(rp),
 		"units", len(plan.Units), "others", plan.Others, "waiting", plan.Wait != nil)
 	return nil, nil
+}
+
+// needsCounts tells whether rp's plans depend on the pods its units hold:
+// only max, maxResources and LackResourceAndNoTerminating look at them.
+func needsCounts(rp *schedulingv1alpha1.ResourcePolicy) bool {
+	if resourcepolicy.TryNext(rp) == schedulingv1alpha1.LackResourceAndNoTerminating {
+		return true
+	}
+	for i := range rp.Spec.Units {
+		if rp.Spec.Units[i].Max != nil || len(rp.Spec.Units[i].MaxResources) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // PreFilterExtensions is nil: counts come from the cycle's snapshot.
@@ -297,7 +313,10 @@ func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod
 		return nil
 	}
 	rp := s.plan.Policy
-	unit := s.snap.UnitOfNode(rp, nodeName)
+	unit := -1
+	if ni, err := p.handle.SnapshotSharedLister().NodeInfos().Get(nodeName); err == nil {
+		unit = resourcepolicy.UnitOf(rp, ni.Node())
+	}
 	if unit >= 0 {
 		u := &rp.Spec.Units[unit]
 		if len(u.PodLabels) > 0 || len(u.PodAnnotations) > 0 {

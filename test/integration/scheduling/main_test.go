@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/component-base/configz"
+	"k8s.io/klog/v2"
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -40,6 +41,7 @@ func run(m *testing.M) int {
 		fmt.Println("skipping integration tests in -short mode")
 		return 0
 	}
+	ctrl.SetLogger(klog.Background())
 	var err error
 	env, err = framework.Launch(framework.WithControllerManager())
 	if err != nil {
@@ -123,6 +125,8 @@ func startScheduler(parent context.Context, withPlugin bool, schedulerName strin
 		cancel()
 		return nil, fmt.Errorf("setting up kube-scheduler: %w", err)
 	}
+	// Only one scheduler of the process may hold /configz.
+	configz.Delete("componentconfig")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
