@@ -6,6 +6,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/bench"
 	"github.com/spillway-io/spillway/pkg/cli/inspect"
 	"github.com/spillway-io/spillway/pkg/cli/serve"
+	"github.com/spillway-io/spillway/pkg/engine/enginesim"
 	"github.com/spillway-io/spillway/pkg/localcluster"
 )
 
@@ -17,5 +18,6 @@ func subcommands() []*cobra.Command {
 		localcluster.NewUpCommand(),
 		localcluster.NewStatusCommand(),
 		localcluster.NewDownCommand(),
+		enginesim.NewCommand(),
 	}, inspect.NewCommands()...)
 }
