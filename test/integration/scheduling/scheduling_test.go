@@ -277,6 +277,19 @@ func TestMaxPerUnit(t *testing.T) {
 		}
 		return p.Spec.NodeName == "max-el-0" && p.Labels["spillway.io/unit"] == "elastic", nil
 	})
+	eventually(t, 20*time.Second, "a ResourcePolicyUnit event on pod b", func(ctx context.Context) (bool, error) {
+		evs, err := env.Clientset.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "ResourcePolicyUnit" && e.Regarding.Name == "b" && strings.Contains(e.Note, "unit 1 (elastic)") {
+				t.Logf("event: %s", e.Note)
+				return true, nil
+			}
+		}
+		return false, nil
+	})
 }
 
 // TestTimeoutOrExceedMax: the pod waits for the full IDC unit, then moves on
