@@ -175,3 +175,39 @@ func TestKVTooSmall(t *testing.T) {
 		t.Error("a 7B fp16 model with 32k context on 16 GB should not fit")
 	}
 }
+
+// BenchmarkStep measures one engine step of a 2 000-sequence batch (the
+// model's own cost per token is this divided by 2 000).
+func BenchmarkStep(b *testing.B) {
+	g, _ := LookupGPU("h100")
+	e, err := New(Config{GPU: g, Model: ModelForParams(1, ""), GPUMemoryUtilization: 0.9, MaxNumSeqs: 4096, MaxModelLen: 2048})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	id := uint64(0)
+	add := func(now time.Time) {
+		id++
+		if err := e.Add(now, Request{ID: id, PromptTokens: 16, OutputTokens: 100}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range 2000 {
+		add(now)
+	}
+	tokens, finished := 0, 0
+	emit := func(p Progress) {
+		tokens++
+		if p.Done {
+			finished++
+		}
+	}
+	for b.Loop() {
+		next, _ := e.NextEvent()
+		e.Advance(next, emit)
+		for ; finished > 0; finished-- {
+			add(next)
+		}
+	}
+	b.ReportMetric(float64(tokens)/float64(b.N), "tokens/step")
+}
