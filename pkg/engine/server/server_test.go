@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -37,7 +38,7 @@ func testConfig(t testing.TB) Config {
 // start serves cfg on 127.0.0.1:0 and returns the base URL; the server stops with the test.
 func start(t testing.TB, cfg Config, opts ...Option) (string, *Server, context.CancelFunc, <-chan error) {
 	t.Helper()
-	s, err := New(cfg, opts...)
+	s, err := New(cfg, append([]Option{WithLogger(testr.NewWithInterface(t, testr.Options{}))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
