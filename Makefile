@@ -21,7 +21,7 @@ generate: ## Generate deepcopy code.
 .PHONY: manifests
 manifests: ## Generate CRDs and RBAC into config/.
 	$(GO) tool controller-gen crd:maxDescLen=512 paths=./apis/... output:crd:artifacts:config=config/crd/bases
-	$(GO) tool controller-gen rbac:roleName=spillway-manager paths=./pkg/... output:rbac:artifacts:config=config/rbac
+	$(GO) tool controller-gen rbac:roleName=spillway-manager paths=./pkg/controllers/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: build
 build: ## Build Spillway's binaries into bin/.

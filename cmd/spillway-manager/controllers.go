@@ -21,6 +21,8 @@ import (
 type Options struct {
 	// Domain is the domain of service URLs ({name}-{namespace}.{domain}).
 	Domain string
+	// SchedulerName is the scheduler of replicas whose spec names none.
+	SchedulerName string
 	// GatewayMetricsURL is the gateway's /metrics URL ("" when not set: the
 	// llm autoscaler then uses the engines' figures alone).
 	GatewayMetricsURL string
@@ -47,7 +49,7 @@ func controllerSetups() []controllerSetup {
 	return []controllerSetup{
 		{Name: "inferenceservice", Setup: func(mgr ctrl.Manager, o Options) error {
 			return inferenceservice.New(mgr.GetClient(),
-				inferenceservice.WithDomain(o.Domain), inferenceservice.WithClock(o.Clock)).SetupWithManager(mgr)
+				inferenceservice.WithDomain(o.Domain), inferenceservice.WithSchedulerName(o.SchedulerName), inferenceservice.WithClock(o.Clock)).SetupWithManager(mgr)
 		}},
 		{Name: "llmautoscaler", Setup: func(mgr ctrl.Manager, o Options) error {
 			opts := []llmautoscaler.Option{

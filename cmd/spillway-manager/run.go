@@ -33,6 +33,7 @@ type flags struct {
 	leaderElect             bool
 	leaderElectionNamespace string
 	domain                  string
+	schedulerName           string
 	gatewayURL              string
 	llmInterval             time.Duration
 	controllers             []string
@@ -46,6 +47,7 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader so that only one of several managers acts.")
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the in-cluster namespace).")
 	fs.StringVar(&f.domain, "domain", isvcbuild.DefaultDomain, "Domain of service URLs: http://{name}-{namespace}.{domain}.")
+	fs.StringVar(&f.schedulerName, "scheduler-name", "", `Scheduler of InferenceService replicas whose spec names none (e.g. "spillway-scheduler" when the ResourcePolicy plugin runs as a second scheduler; empty: the cluster's default scheduler).`)
 	fs.StringVar(&f.gatewayURL, "gateway-url", "", "URL of the gateway's metrics (e.g. http://127.0.0.1:9090, /metrics added when no path), for the llm autoscaler's in-flight counts.")
 	fs.DurationVar(&f.llmInterval, "llm-autoscaler-interval", llmautoscaler.DefaultInterval, "Tick of the llm autoscaler.")
 	fs.StringSliceVar(&f.controllers, "controllers", []string{"*"}, `Controllers to run: "*" for all, "-name" to leave one out (known: `+strings.Join(controllerNames(), ", ")+`).`)
@@ -105,7 +107,7 @@ func (f *flags) config() (*config, error) {
 		return nil, err
 	}
 	return &config{flags: *f, rest: restCfg, enabled: enabled, opts: Options{
-		Domain: f.domain, GatewayMetricsURL: gw, LLMInterval: f.llmInterval, Clock: clock.RealClock{},
+		Domain: f.domain, SchedulerName: f.schedulerName, GatewayMetricsURL: gw, LLMInterval: f.llmInterval, Clock: clock.RealClock{},
 	}}, nil
 }
 

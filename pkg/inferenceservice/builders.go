@@ -193,6 +193,7 @@ func MakeDeployment(isvc *spillwayv1alpha1.InferenceService) (*appsv1.Deployment
 					Tolerations:                   append([]corev1.Toleration(nil), p.Tolerations...),
 					ImagePullSecrets:              append([]corev1.LocalObjectReference(nil), p.ImagePullSecrets...),
 					TerminationGracePeriodSeconds: ptr.To(grace),
+					SchedulerName:                 p.SchedulerName,
 					EnableServiceLinks:            ptr.To(false),
 				},
 			},

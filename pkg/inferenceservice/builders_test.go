@@ -266,3 +266,16 @@ func FuzzPortFromCommandLine(f *testing.F) {
 		}
 	})
 }
+
+// TestSchedulerName checks the predictor's schedulerName reaches the pods.
+func TestSchedulerName(t *testing.T) {
+	isvc := readISVC(t, filepath.Join("testdata", "llm-scale-to-zero.isvc.yaml"))
+	isvc.Spec.Predictor.SchedulerName = "spillway-scheduler"
+	d, err := MakeDeployment(isvc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Spec.Template.Spec.SchedulerName; got != "spillway-scheduler" {
+		t.Errorf("schedulerName %q", got)
+	}
+}

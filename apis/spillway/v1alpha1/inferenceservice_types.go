@@ -98,6 +98,11 @@ type PredictorSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+	// SchedulerName is the scheduler of the replicas' pods (as in a PodSpec).
+	// Empty: the manager's --scheduler-name, else the cluster's default scheduler.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	SchedulerName string `json:"schedulerName,omitempty"`
 	// Labels are added to the replicas' pods.
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`

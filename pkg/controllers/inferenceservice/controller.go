@@ -48,9 +48,10 @@ var ErrNotOwned = errors.New("exists and is not owned by the InferenceService")
 
 // Reconciler reconciles InferenceServices.
 type Reconciler struct {
-	client client.Client
-	domain string
-	clock  clock.PassiveClock
+	client        client.Client
+	domain        string
+	schedulerName string
+	clock         clock.PassiveClock
 }
 
 var _ reconcile.Reconciler = (*Reconciler)(nil)
@@ -60,6 +61,10 @@ type Option func(*Reconciler)
 
 // WithDomain sets the domain of service URLs (default example.com).
 func WithDomain(d string) Option { return func(r *Reconciler) { r.domain = d } }
+
+// WithSchedulerName sets the scheduler of replicas whose spec names none
+// (empty: the cluster's default scheduler).
+func WithSchedulerName(n string) Option { return func(r *Reconciler) { r.schedulerName = n } }
 
 // WithClock sets the clock of condition transition times.
 func WithClock(c clock.PassiveClock) Option { return func(r *Reconciler) { r.clock = c } }
@@ -186,6 +191,9 @@ func (r *Reconciler) applyChildren(ctx context.Context, isvc *spillwayv1alpha1.I
 	wantDep, specErr := isvcbuild.MakeDeployment(isvc)
 	if specErr != nil {
 		return nil, nil, specErr, nil
+	}
+	if wantDep.Spec.Template.Spec.SchedulerName == "" {
+		wantDep.Spec.Template.Spec.SchedulerName = r.schedulerName
 	}
 	wantSvc, specErr := isvcbuild.MakeService(isvc)
 	if specErr != nil {

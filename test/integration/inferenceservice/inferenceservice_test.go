@@ -94,7 +94,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := isvcctrl.New(mgr.GetClient(), isvcctrl.WithDomain("spillway.test")).SetupWithManager(mgr); err != nil {
+	if err := isvcctrl.New(mgr.GetClient(), isvcctrl.WithDomain("spillway.test"), isvcctrl.WithSchedulerName("spillway-scheduler")).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
@@ -240,6 +240,9 @@ func TestSeedService(t *testing.T) {
 	}
 	if got := dep.Spec.Template.Labels["app"]; got != "isvc.qwen-chat-predictor" {
 		t.Errorf("pod label app=%q", got)
+	}
+	if got := dep.Spec.Template.Spec.SchedulerName; got != "spillway-scheduler" {
+		t.Errorf("schedulerName %q, want the manager's --scheduler-name", got)
 	}
 
 	// One pod from the real Deployment controller; not placed yet.
