@@ -125,7 +125,11 @@ and then rejected, by name, with an error.`,
 			if err != nil {
 				return err
 			}
-			return create(cmd.Context(), c, isvc, cmd.OutOrStdout())
+			if err := create(cmd.Context(), c, isvc, cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			warnPolicies(cmd.Context(), c, isvc, cmd.ErrOrStderr())
+			return nil
 		},
 	}
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError(c, err) })
