@@ -7,4 +7,12 @@
 // nodes of elastic pools are unneeded long enough to be removed. Nothing here
 // talks to the API or reads a clock; pkg/controllers/nodepool applies the
 // decisions.
+//
+// ResourcePolicies are applied by pkg/resourcepolicy, the engine the
+// scheduler plugin runs: each pending pod's Plan (units in order, unit max
+// and maxResources, whenTryNextUnits, required/prefer, podLabels markers,
+// ignorePreviousPod, ignoreTerminatingPod, matchLabelKeys groups) decides
+// which nodes and pools it may use, and every simulated placement (on a
+// usable, coming or new node, the new node added with AddNode) is Assumed
+// into the engine's snapshot so the next pod's plan counts it.
 package nodeautoscaler

@@ -103,7 +103,7 @@ func PlanScaleDown(s Snapshot, st ScaleDownState) ScaleDownPlan {
 		}
 		pods := podsOn[n.Name]
 		if len(pods) > 0 {
-			if utilization(n, pods) >= float64(sd.UtilizationThreshold) || !c.canMove(pods, n.Name, excluded) {
+			if utilization(n, pods) >= float64(sd.UtilizationThreshold) || !c.canMove(pods, n.Name, excluded, s.Now) {
 				continue
 			}
 		}
@@ -164,9 +164,12 @@ func PlanScaleDown(s Snapshot, st ScaleDownState) ScaleDownPlan {
 }
 
 // canMove reports whether every pod could be placed on other usable nodes
-// (not the node itself, not excluded ones). It reserves the room it uses, so
-// the pods of several candidates do not count on the same free space.
-func (c *cluster) canMove(pods []*corev1.Pod, from string, excluded map[string]bool) bool {
+// (not the node itself, not excluded ones) that its ResourcePolicy allows
+// now: a unit its plan lists, nodes outside the units under prefer, or the
+// unit the pod is in already (moving inside a unit changes none of its
+// counts). It reserves the room it uses, so the pods of several candidates
+// do not count on the same free space.
+func (c *cluster) canMove(pods []*corev1.Pod, from string, excluded map[string]bool, now time.Time) bool {
 	type res struct {
 		n   *simNode
 		req corev1.ResourceList
@@ -182,11 +185,25 @@ func (c *cluster) canMove(pods []*corev1.Pod, from string, excluded map[string]b
 			undo()
 			return false
 		}
+		plan, err := c.rp.Plan(p, now)
+		if err != nil {
+			undo()
+			return false // the scheduler would not place its replacement
+		}
+		here := -1
+		if plan.Policy != nil {
+			here = c.rp.UnitOfNode(plan.Policy, from)
+		}
 		req := podRequests(p)
 		var target *simNode
 		for _, n := range c.nodes {
 			if n.kind != kindUsable || n.name == from || excluded[n.name] {
 				continue
+			}
+			if plan.Policy != nil {
+				if u := c.unitOf(plan.Policy, n.node); !plan.Allows(u) && u != here {
+					continue
+				}
 			}
 			if ok, _ := n.fits(p, req); ok {
 				target = n

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 
+	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 )
 
@@ -18,6 +19,11 @@ func TestPlanScaleDown(t *testing.T) {
 	big := makePool("big", spillwayv1alpha1.NodePoolElastic).Size(0, 5).GPUs(4).ScaleDown(time.Minute, 0).Obj()
 	off := makePool("elastic", spillwayv1alpha1.NodePoolElastic).Size(0, 5).ScaleDown(time.Minute, 0).Obj()
 	off.Spec.ScaleDown.Enabled = ptr.To(false)
+
+	spare := makePool("spare", spillwayv1alpha1.NodePoolStatic).Obj()
+	onlyBig := policy(unitOf(schedulingv1alpha1.ResourceElastic, "big", nil))
+	onlyBig.Spec.Strategy = schedulingv1alpha1.StrategyRequired
+	preferBig := policy(unitOf(schedulingv1alpha1.ResourceElastic, "big", nil))
 
 	now := t0.Add(time.Hour)
 	longAgo := now.Add(-5 * time.Minute)
@@ -83,6 +89,22 @@ func TestPlanScaleDown(t *testing.T) {
 		state:     ScaleDownState{UnneededSince: map[string]time.Time{"b1": longAgo, "b2": longAgo}},
 		wantSince: []string{"b2"},
 		wantRm:    []Removal{{Node: "b2", Pool: "big", Reason: "pods can move elsewhere; unneeded for 5m0s"}},
+	}, {
+		name: "required policy: a pod does not move to a node outside its units",
+		snap: Snapshot{Now: now, Pools: []Pool{{NodePool: spare}, {NodePool: big, Instances: instances("big", "b1")}},
+			Nodes:    []*corev1.Node{nodeOf(spare, "s1"), nodeOf(big, "b1")},
+			Pods:     []*corev1.Pod{makePod("a").GPU(1).On("b1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{onlyBig}},
+		state: ScaleDownState{UnneededSince: map[string]time.Time{"b1": longAgo}},
+	}, {
+		name: "prefer policy: the same pod may move outside its units",
+		snap: Snapshot{Now: now, Pools: []Pool{{NodePool: spare}, {NodePool: big, Instances: instances("big", "b1")}},
+			Nodes:    []*corev1.Node{nodeOf(spare, "s1"), nodeOf(big, "b1")},
+			Pods:     []*corev1.Pod{makePod("a").GPU(1).On("b1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{preferBig}},
+		state:     ScaleDownState{UnneededSince: map[string]time.Time{"b1": longAgo}},
+		wantSince: []string{"b1"},
+		wantRm:    []Removal{{Node: "b1", Pool: "big", Reason: "pods can move elsewhere; unneeded for 5m0s"}},
 	}, {
 		name:  "scale-down disabled",
 		snap:  Snapshot{Now: now, Pools: []Pool{{NodePool: off, Instances: instances("elastic", "e1")}}, Nodes: []*corev1.Node{nodeOf(off, "e1")}},

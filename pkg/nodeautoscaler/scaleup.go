@@ -2,6 +2,7 @@ package nodeautoscaler
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/cloudprovider"
+	"github.com/spillway-io/spillway/pkg/resourcepolicy"
 )
 
 // Where says what kind of node a pending pod is expected on.
@@ -108,119 +110,144 @@ func PlanScaleUp(s Snapshot, pending []*corev1.Pod) ScaleUpPlan {
 	return plan
 }
 
-// step is one group of nodes a pod may use, in order.
+// step is one group of nodes a pod's plan allows, in the plan's order: a
+// unit of its policy, the nodes outside every unit (strategy prefer), or
+// every node (no policy).
 type step struct {
-	unit  int // -1: no unit
-	key   any // identifies the node group for the membership memo
-	holds func(nodeLabels map[string]string) bool
+	unit int // -1: outside every unit, or any node without a policy
 }
 
-// anyNode is the memo key of the step that takes every node.
-type anyNode struct{}
-
-// outside is the memo key of the step of nodes outside a policy's units.
-type outside struct {
-	rp *schedulingv1alpha1.ResourcePolicy
-}
-
-// member reports, memoised per step group and node, whether the step holds n.
-func (c *cluster) member(st step, i int) bool {
-	m := c.memo[st.key]
-	for len(m) <= i {
-		m = append(m, 0)
+// steps lists the groups of nodes plan allows, most preferred first.
+func steps(plan *resourcepolicy.Plan) []step {
+	if plan.Policy == nil {
+		return []step{{unit: -1}}
 	}
-	if m[i] == 0 {
-		m[i] = 2
-		if st.holds(c.nodes[i].node.Labels) {
-			m[i] = 1
-		}
+	out := make([]step, 0, len(plan.Units)+1)
+	for _, u := range plan.Units {
+		out = append(out, step{unit: u.Index})
 	}
-	c.memo[st.key] = m
-	return m[i] == 1
-}
-
-func stepsFor(rp *schedulingv1alpha1.ResourcePolicy) []step {
-	if rp == nil {
-		return []step{{unit: -1, key: anyNode{}, holds: func(map[string]string) bool { return true }}}
-	}
-	var out []step
-	for i := range rp.Spec.Units {
-		u := &rp.Spec.Units[i]
-		out = append(out, step{unit: i, key: u, holds: func(l map[string]string) bool { return unitHolds(u, l) }})
-	}
-	if strategyPrefer(rp) {
-		out = append(out, step{unit: -1, key: outside{rp}, holds: func(l map[string]string) bool { return !inAnyUnit(rp, l) }})
+	if plan.Others {
+		out = append(out, step{unit: -1})
 	}
 	return out
 }
 
+// holds reports whether node n is in step st of plan.
+func (c *cluster) holds(plan *resourcepolicy.Plan, st step, n *corev1.Node) bool {
+	if plan.Policy == nil {
+		return true
+	}
+	return c.unitOf(plan.Policy, n) == st.unit
+}
+
+func describeStep(plan *resourcepolicy.Plan, st step) string {
+	switch {
+	case plan.Policy == nil:
+		return "any node"
+	case st.unit < 0:
+		return "outside the policy's units"
+	}
+	return fmt.Sprintf("unit %d (%s)", st.unit, plan.Policy.Spec.Units[st.unit].Resource)
+}
+
+// placeOne asks the policy engine for the pod's plan (the one the scheduler
+// plugin computes) and places the pod: on a usable node with room in any
+// step the plan allows, best step first (the scheduler will bind it there);
+// else, step by step, on a coming node, a node this plan already opened, or
+// a new node of an elastic pool of the step. The placement is assumed into
+// the engine's snapshot, so the next pod's plan counts it.
 func (c *cluster) placeOne(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList, opened map[string][]*simNode) (*Placement, string) {
-	rp, err := c.policies.match(pod)
+	plan, err := c.rp.Plan(pod, s.Now)
 	if err != nil {
 		return nil, err.Error()
 	}
-	var reasons []string
-	for _, st := range stepsFor(rp) {
-		where := "outside the policy's units"
-		if rp == nil {
-			where = "any node"
-		}
-		if st.unit >= 0 {
-			where = fmt.Sprintf("unit %d", st.unit)
-			if c.policies.atMax(rp, pod, st.unit, req) {
-				reasons = append(reasons, where+": at max")
-				continue
-			}
-		}
-		if pl := c.onExisting(pod, req, st); pl != nil {
-			return c.placed(rp, pod, st, pl, req), ""
-		}
-		if pl, why := c.onNew(s, pod, req, st, opened); pl != nil {
-			return c.placed(rp, pod, st, pl, req), ""
-		} else {
-			reasons = append(reasons, where+": "+why)
-		}
-		if rp != nil && st.unit >= 0 && c.policies.waitsForUnit(rp, pod, st.unit, s.Now) {
-			reasons = append(reasons, fmt.Sprintf("policy waits for unit %d (%s)", st.unit, rp.Spec.WhenTryNextUnits.Policy))
-			break
+	sts := steps(&plan)
+	for _, st := range sts {
+		if pl := c.onExisting(&plan, pod, req, st, kindUsable); pl != nil {
+			return c.placed(&plan, pod, st, pl)
 		}
 	}
-	if len(reasons) == 0 {
-		reasons = append(reasons, "no unit allows it")
+	var reasons []string
+	for _, sk := range plan.Skipped {
+		reasons = append(reasons, fmt.Sprintf("unit %d (%s): %s", sk.Index, plan.Policy.Spec.Units[sk.Index].Resource, sk.Reason))
+	}
+	for _, st := range sts {
+		for _, kind := range []nodeKind{kindComing, kindNew} {
+			if pl := c.onExisting(&plan, pod, req, st, kind); pl != nil {
+				return c.placed(&plan, pod, st, pl)
+			}
+		}
+		pl, why := c.onNew(s, &plan, pod, req, st, opened)
+		if pl != nil {
+			return c.placed(&plan, pod, st, pl)
+		}
+		reasons = append(reasons, describeStep(&plan, st)+": "+why)
+	}
+	switch {
+	case plan.Wait != nil:
+		reasons = append(reasons, fmt.Sprintf("the pod waits at unit %d: %s", plan.Wait.Index, plan.Wait.Reason))
+	case plan.Policy != nil && !plan.Others:
+		reasons = append(reasons, "strategy required allows no node outside the units")
 	}
 	return nil, strings.Join(reasons, "; ")
 }
 
-func (c *cluster) placed(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod, st step, pl *Placement, req corev1.ResourceList) *Placement {
+// placed records the placement in the policy engine's snapshot.
+func (c *cluster) placed(plan *resourcepolicy.Plan, pod *corev1.Pod, st step, pl *Placement) (*Placement, string) {
 	pl.Unit = st.unit
-	if rp != nil && st.unit >= 0 {
-		c.policies.place(rp, pod, st.unit, req)
+	if plan.Policy != nil {
+		// Assume fails only on a missing matchLabelKeys label, which Plan
+		// already rejected.
+		_ = c.rp.Assume(plan.Policy, withMarkers(plan.Policy, st.unit, pod), pl.Node)
 	}
-	return pl
+	return pl, ""
 }
 
-// onExisting puts pod on a usable node, else a coming one, else one this
-// plan already opened.
-func (c *cluster) onExisting(pod *corev1.Pod, req corev1.ResourceList, st step) *Placement {
-	for _, kind := range []nodeKind{kindUsable, kindComing, kindNew} {
-		for i, n := range c.nodes {
-			if n.kind != kind || !c.member(st, i) {
-				continue
-			}
-			if ok, _ := n.fits(pod, req); !ok {
-				continue
-			}
-			n.add(req)
-			n.hosts = append(n.hosts, podKey(pod))
-			where := map[nodeKind]Where{kindUsable: OnUsable, kindComing: OnComing, kindNew: OnNew}[kind]
-			return &Placement{Pod: podKey(pod), Node: n.name, Pool: n.pool, Where: where}
+// withMarkers is pod as the scheduler plugin leaves it once bound in unit:
+// carrying the unit's podLabels and podAnnotations (which decide whether it
+// counts for the unit). pod itself is not changed.
+func withMarkers(rp *schedulingv1alpha1.ResourcePolicy, unit int, pod *corev1.Pod) *corev1.Pod {
+	if unit < 0 {
+		return pod
+	}
+	u := &rp.Spec.Units[unit]
+	if len(u.PodLabels) == 0 && len(u.PodAnnotations) == 0 {
+		return pod
+	}
+	cp := *pod
+	cp.Labels = maps.Clone(pod.Labels)
+	cp.Annotations = maps.Clone(pod.Annotations)
+	if cp.Labels == nil {
+		cp.Labels = map[string]string{}
+	}
+	if cp.Annotations == nil {
+		cp.Annotations = map[string]string{}
+	}
+	maps.Copy(cp.Labels, u.PodLabels)
+	maps.Copy(cp.Annotations, u.PodAnnotations)
+	return &cp
+}
+
+// onExisting puts pod on the first node of this kind in the step with room.
+func (c *cluster) onExisting(plan *resourcepolicy.Plan, pod *corev1.Pod, req corev1.ResourceList, st step, kind nodeKind) *Placement {
+	for _, n := range c.nodes {
+		if n.kind != kind || !c.holds(plan, st, n.node) {
+			continue
 		}
+		if ok, _ := n.fits(pod, req); !ok {
+			continue
+		}
+		n.add(req)
+		n.hosts = append(n.hosts, podKey(pod))
+		where := map[nodeKind]Where{kindUsable: OnUsable, kindComing: OnComing, kindNew: OnNew}[kind]
+		return &Placement{Pod: podKey(pod), Node: n.name, Pool: n.pool, Where: where}
 	}
 	return nil
 }
 
-// onNew opens a node in the first elastic pool of the step that can take pod.
-func (c *cluster) onNew(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList, st step, opened map[string][]*simNode) (*Placement, string) {
+// onNew opens a node in the first elastic pool of the step that can take
+// pod, and adds it to the policy engine's snapshot.
+func (c *cluster) onNew(s *Snapshot, plan *resourcepolicy.Plan, pod *corev1.Pod, req corev1.ResourceList, st step, opened map[string][]*simNode) (*Placement, string) {
 	var why []string
 	for _, p := range c.pools {
 		np := p.NodePool
@@ -228,7 +255,7 @@ func (c *cluster) onNew(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList, s
 			continue
 		}
 		tmpl := cloudprovider.TemplateNode(np, "", "")
-		if !st.holds(tmpl.Labels) {
+		if !c.holds(plan, st, tmpl) {
 			continue
 		}
 		if s.Now.Before(p.BackoffUntil) {
@@ -248,11 +275,14 @@ func (c *cluster) onNew(s *Snapshot, pod *corev1.Pod, req corev1.ResourceList, s
 			continue
 		}
 		tmpl.Name = fmt.Sprintf("%s#%d", np.Name, len(opened[np.Name])+1)
+		tmpl.Labels[corev1.LabelHostname] = tmpl.Name
 		n := newSimNode(tmpl, np.Name, kindNew)
 		n.add(req)
 		n.hosts = append(n.hosts, podKey(pod))
 		opened[np.Name] = append(opened[np.Name], n)
 		c.nodes = append(c.nodes, n)
+		c.byName[n.name] = n
+		c.rp.AddNode(tmpl)
 		return &Placement{Pod: podKey(pod), Node: n.name, Pool: np.Name, Where: OnNew}, ""
 	}
 	if len(why) == 0 {

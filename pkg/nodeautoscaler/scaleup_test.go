@@ -41,6 +41,26 @@ func TestPlanScaleUp(t *testing.T) {
 	other := policy(unitOf(schedulingv1alpha1.ResourceElastic, "second", nil))
 	other.Name = "other"
 
+	unitMax3 := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](3)))
+	markers := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](1)))
+	markers.Spec.Units[1].PodLabels = map[string]string{"spillway.io/burst": "true"}
+	previous := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](1)))
+	previous.CreationTimestamp = metav1.NewTime(t0.Add(time.Hour))
+	previous.Spec.IgnorePreviousPod = true
+	countTerminating := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](1)))
+	countTerminating.Spec.IgnoreTerminatingPod = ptr.To(false)
+	ignoreTerminating := countTerminating.DeepCopy()
+	ignoreTerminating.Spec.IgnoreTerminatingPod = nil
+	leaving := makePod("leaving").GPU(1).On("elastic-1").Obj()
+	leaving.DeletionTimestamp = &metav1.Time{Time: t0}
+	one := makePool("elastic", spillwayv1alpha1.NodePoolElastic).Size(0, 1).Obj()
+	outsidePool := makePool("outside", spillwayv1alpha1.NodePoolElastic).Size(0, 5).Obj()
+	preferOutside := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", nil))
+	requiredUnits := preferOutside.DeepCopy()
+	requiredUnits.Spec.Strategy = schedulingv1alpha1.StrategyRequired
+	laterUnitRoom := policy(unitOf(schedulingv1alpha1.ResourceElastic, "small", nil), unitOf(schedulingv1alpha1.ResourceElastic, "big", nil))
+	late := func(p *corev1.Pod) *corev1.Pod { p.CreationTimestamp = metav1.NewTime(t0.Add(2 * time.Hour)); return p }
+
 	pending := func(n int, gpus int64) []*corev1.Pod {
 		var out []*corev1.Pod
 		for i := range n {
@@ -181,6 +201,81 @@ func TestPlanScaleUp(t *testing.T) {
 		pending:      pending(1, 1),
 		wantUnhelped: []string{"default/pa"},
 	}, {
+		name: "unit max stops a useless purchase: the cloud unit holds its max, the IDC is full",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1", "elastic-2")}},
+			Nodes: []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1"), nodeOf(elastic, "elastic-2")},
+			Pods: []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), makePod("p1").GPU(1).On("elastic-1").Obj(),
+				makePod("p2").GPU(1).On("elastic-2").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{unitMax}},
+		pending:      pending(2, 1),
+		wantUnhelped: []string{"default/pa", "default/pb"},
+	}, {
+		name: "unit max counts the pods expected on coming nodes",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1", "elastic-2")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), makePod("p1").GPU(1).On("elastic-1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{unitMax3}},
+		pending:      pending(3, 1),
+		wantUps:      []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pb"}}},
+		wantUnhelped: []string{"default/pc"},
+		wantWhere:    map[string]Where{"default/pa": OnComing, "default/pb": OnNew},
+	}, {
+		name: "podLabels: a pod without the unit's marker does not count; planned pods carry it",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), makePod("unmarked").GPU(1).On("elastic-1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{markers}},
+		pending:      pending(2, 1),
+		wantUps:      []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pa"}}},
+		wantUnhelped: []string{"default/pb"},
+	}, {
+		name: "ignorePreviousPod: pods older than the policy do not count",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), makePod("old").GPU(1).On("elastic-1").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{previous}},
+		pending:      []*corev1.Pod{late(makePod("pa").GPU(1).Obj()), late(makePod("pb").GPU(1).Obj())},
+		wantUps:      []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pa"}}},
+		wantUnhelped: []string{"default/pb"},
+	}, {
+		name: "ignoreTerminatingPod false: a terminating pod still counts toward max",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), leaving},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{countTerminating}},
+		pending:      pending(1, 1),
+		wantUnhelped: []string{"default/pa"},
+	}, {
+		name: "ignoreTerminatingPod (default): a terminating pod does not count",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: elastic, Instances: instances("elastic", "elastic-1")}},
+			Nodes:    []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(elastic, "elastic-1")},
+			Pods:     []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), leaving},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{ignoreTerminating}},
+		pending: pending(1, 1),
+		wantUps: []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pa"}}},
+	}, {
+		name: "prefer: a pool outside every unit is used once the units' pools are at max",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: one}, {NodePool: outsidePool}},
+			Nodes: []*corev1.Node{nodeOf(idc, "idc-0")}, Pods: []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{preferOutside}},
+		pending: pending(3, 1),
+		wantUps: []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pa"}}, {Pool: "outside", Count: 2, Pods: []string{"default/pb", "default/pc"}}},
+	}, {
+		name: "required: never a pool outside the units",
+		snap: Snapshot{Pools: []Pool{{NodePool: idc}, {NodePool: one}, {NodePool: outsidePool}},
+			Nodes: []*corev1.Node{nodeOf(idc, "idc-0")}, Pods: []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj()},
+			Policies: []*schedulingv1alpha1.ResourcePolicy{requiredUnits}},
+		pending:      pending(3, 1),
+		wantUps:      []ScaleUp{{Pool: "elastic", Count: 1, Pods: []string{"default/pa"}}},
+		wantUnhelped: []string{"default/pb", "default/pc"},
+	}, {
+		name: "scheduler order: a usable node of a later unit takes the pod before a node is bought for an earlier unit",
+		snap: Snapshot{Pools: []Pool{{NodePool: small}, {NodePool: big, Instances: instances("big", "big-1")}},
+			Nodes: []*corev1.Node{nodeOf(big, "big-1")}, Policies: []*schedulingv1alpha1.ResourcePolicy{laterUnitRoom}},
+		pending:   pending(1, 1),
+		wantUps:   nil,
+		wantWhere: map[string]Where{"default/pa": OnUsable},
+	}, {
 		name:         "a pod bigger than any node is not helped",
 		snap:         Snapshot{Pools: pools(elastic)},
 		pending:      pending(1, 2),
@@ -224,6 +319,38 @@ func TestPlanScaleUp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnitMaxStopsUselessPurchase is the known weakness of a node autoscaler
+// that does not see the policy: with the cloud unit at its max, a pending
+// pod makes it buy a node the scheduler will never use. The same snapshot
+// without the unit max does buy, so the max is what stops it.
+func TestUnitMaxStopsUselessPurchase(t *testing.T) {
+	idc := makePool("idc", spillwayv1alpha1.NodePoolStatic).Obj()
+	el := makePool("elastic", spillwayv1alpha1.NodePoolElastic).Size(0, 10).Obj()
+	withMax := policy(unitOf(schedulingv1alpha1.ResourceECS, "idc", nil), unitOf(schedulingv1alpha1.ResourceElastic, "elastic", ptr.To[int32](2)))
+	withMax.Spec.Strategy = schedulingv1alpha1.StrategyRequired
+	snap := Snapshot{Now: t0, Pools: []Pool{{NodePool: idc}, {NodePool: el, Instances: instances("elastic", "e1", "e2")}},
+		Nodes: []*corev1.Node{nodeOf(idc, "idc-0"), nodeOf(el, "e1"), nodeOf(el, "e2")},
+		Pods: []*corev1.Pod{makePod("p0").GPU(1).On("idc-0").Obj(), makePod("p1").GPU(1).On("e1").Obj(),
+			makePod("p2").GPU(1).On("e2").Obj()},
+		Policies: []*schedulingv1alpha1.ResourcePolicy{withMax}}
+	pending := []*corev1.Pod{makePod("p3").GPU(1).Obj()}
+
+	got := PlanScaleUp(snap, pending)
+	if got.NewNodes() != 0 {
+		t.Fatalf("bought %d node(s) for a pod the scheduler will not place (unit at max): %+v", got.NewNodes(), got.ScaleUps)
+	}
+	if len(got.Unhelped) != 1 || !strings.Contains(got.Unhelped[0].Reason, "max 2") {
+		t.Fatalf("want the pod unhelped because unit 1 holds its max 2, got %+v", got.Unhelped)
+	}
+
+	noMax := withMax.DeepCopy()
+	noMax.Spec.Units[1].Max = nil
+	snap.Policies = []*schedulingv1alpha1.ResourcePolicy{noMax}
+	if n := PlanScaleUp(snap, pending).NewNodes(); n != 1 {
+		t.Fatalf("without the unit max the pod should buy 1 node, bought %d", n)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/cloudprovider"
+	"github.com/spillway-io/spillway/pkg/resourcepolicy"
 )
 
 // Pool is a NodePool with what the controller knows of it.
@@ -108,21 +109,30 @@ func MaxProvisionTime(p *spillwayv1alpha1.NodePool) time.Duration {
 // PoolOfNode returns the pool name a node carries, or "".
 func PoolOfNode(n *corev1.Node) string { return n.Labels[spillwayv1alpha1.LabelNodePool] }
 
-// cluster is the simulated cluster built from a snapshot.
+// cluster is the simulated cluster built from a snapshot: the capacity of
+// usable and coming nodes, and the ResourcePolicy engine's snapshot
+// (pkg/resourcepolicy, the scheduler plugin's engine) counting what each
+// unit holds.
 type cluster struct {
 	nodes    []*simNode // usable and coming nodes, by name
 	byName   map[string]*simNode
 	pools    []*Pool // sorted: weight desc, name
 	poolSize map[string]int
-	policies *policies
-	memo     map[any][]int8 // step group -> node index -> 0 unknown, 1 member, 2 not
+	// rp is the policy engine's view: every node (and every instance not
+	// registered yet, from its template) and every bound pod. Placements
+	// the plan makes are Assumed into it, so unit max and maxResources see
+	// the pods expected on coming and new nodes.
+	rp *resourcepolicy.Snapshot
+	// units memoises resourcepolicy.UnitOf per policy and node name.
+	units map[*schedulingv1alpha1.ResourcePolicy]map[string]int
 }
 
 // buildCluster lays the snapshot's nodes, coming instances and bound pods
 // into a simulated cluster. Cordoned and not-ready nodes of no elastic pool
 // take no pods; nodes of elastic pools that are not usable yet are coming.
 func buildCluster(s *Snapshot) *cluster {
-	c := &cluster{byName: map[string]*simNode{}, poolSize: map[string]int{}, policies: newPolicies(s.Policies), memo: map[any][]int8{}}
+	c := &cluster{byName: map[string]*simNode{}, poolSize: map[string]int{},
+		units: map[*schedulingv1alpha1.ResourcePolicy]map[string]int{}}
 	pools := map[string]*Pool{}
 	for i := range s.Pools {
 		p := &s.Pools[i]
@@ -136,9 +146,9 @@ func buildCluster(s *Snapshot) *cluster {
 		}
 		return a.Name < b.Name
 	})
-	labelsOf := map[string]map[string]string{}
+	registered := map[string]bool{}
 	for _, n := range s.Nodes {
-		labelsOf[n.Name] = n.Labels
+		registered[n.Name] = true
 		pool := pools[PoolOfNode(n)]
 		var kind nodeKind
 		switch {
@@ -165,18 +175,20 @@ func buildCluster(s *Snapshot) *cluster {
 		c.nodes = append(c.nodes, sn)
 		c.byName[sn.name] = sn
 	}
+	c.rp = resourcepolicy.NewSnapshot(s.Policies, s.Nodes, s.Pods)
 	for _, p := range c.pools {
 		if !elastic(p.NodePool) {
 			continue
 		}
 		for _, in := range p.Instances {
 			c.poolSize[p.NodePool.Name]++
-			if _, seen := labelsOf[in.Name]; seen {
+			if registered[in.Name] {
 				continue
 			}
 			sn := newSimNode(cloudprovider.TemplateNode(p.NodePool, in.Name, in.ProviderID), p.NodePool.Name, kindComing)
 			c.nodes = append(c.nodes, sn)
 			c.byName[sn.name] = sn
+			c.rp.AddNode(sn.node)
 		}
 		// Nodes of the pool the provider does not list still count toward max.
 		for _, n := range s.Nodes {
@@ -193,11 +205,27 @@ func buildCluster(s *Snapshot) *cluster {
 		if sn := c.byName[pod.Spec.NodeName]; sn != nil {
 			sn.add(podRequests(pod))
 		}
-		if l, ok := labelsOf[pod.Spec.NodeName]; ok {
-			c.policies.observe(pod, l)
-		}
 	}
 	return c
+}
+
+// unitOf is the unit of rp node n is in (-1: outside every unit), as the
+// scheduler plugin computes it.
+func (c *cluster) unitOf(rp *schedulingv1alpha1.ResourcePolicy, n *corev1.Node) int {
+	m := c.units[rp]
+	if m == nil {
+		m = map[string]int{}
+		c.units[rp] = m
+	}
+	if n.Name == "" {
+		return resourcepolicy.UnitOf(rp, n)
+	}
+	u, ok := m[n.Name]
+	if !ok {
+		u = resourcepolicy.UnitOf(rp, n)
+		m[n.Name] = u
+	}
+	return u
 }
 
 func listed(ins []cloudprovider.Instance, name string) bool {
