@@ -48,17 +48,17 @@ func (s *Snapshot) Status(rp *schedulingv1alpha1.ResourcePolicy) schedulingv1alp
 		st.Units[i] = schedulingv1alpha1.UnitStatus{Index: int32(i), Resource: rp.Spec.Units[i].Resource, Max: rp.Spec.Units[i].Max}
 	}
 	for _, g := range s.usage[Key(rp)] {
-		for i := range g.units {
-			st.Units[i].Pods += g.units[i].Pods
-			if len(g.units[i].Requested) > 0 {
+		for i := range g.Units {
+			st.Units[i].Pods += g.Units[i].Pods
+			if len(g.Units[i].Requested) > 0 {
 				if st.Units[i].Requested == nil {
 					st.Units[i].Requested = corev1.ResourceList{}
 				}
-				addTo(st.Units[i].Requested, g.units[i].Requested)
+				addTo(st.Units[i].Requested, g.Units[i].Requested)
 			}
 		}
-		st.OutsideUnits += g.outside
-		st.Pending += g.pending
+		st.OutsideUnits += g.Outside
+		st.Pending += g.Pending
 	}
 	return st
 }

@@ -147,7 +147,7 @@ func (s *Snapshot) PlanFor(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Po
 	waited := 0
 	for i := range rp.Spec.Units {
 		u := &rp.Spec.Units[i]
-		use := g.units[i]
+		use := g.Units[i]
 		if full, why := atMax(u, use, req); full {
 			plan.Skipped = append(plan.Skipped, Skip{Index: i, Reason: why})
 			continue
@@ -168,7 +168,7 @@ func (s *Snapshot) PlanFor(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Po
 						until.UTC().Format(time.RFC3339), time.Duration(waited)*timeout)}
 			}
 		case schedulingv1alpha1.LackResourceAndNoTerminating:
-			if n := g.terminating[i]; n > 0 && (!last || !Required(rp)) {
+			if n := g.Terminating[i]; n > 0 && (!last || !Required(rp)) {
 				plan.Wait = &Wait{Index: i, Reason: fmt.Sprintf("whenTryNextUnits LackResourceAndNoTerminating: %d pod(s) of the unit are terminating", n)}
 			}
 		}

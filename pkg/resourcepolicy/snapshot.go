@@ -48,15 +48,7 @@ type Snapshot struct {
 	nodes map[string]*corev1.Node
 	pods  []*corev1.Pod
 	// usage per policy key and group key, computed on first use.
-	usage map[string]map[string]*groupUsage
-}
-
-type groupUsage struct {
-	units []UnitUsage
-	// terminating pods per unit (counted whatever ignoreTerminatingPod says).
-	terminating []int32
-	outside     int32
-	pending     int32
+	usage map[string]map[string]*GroupUsage
 }
 
 // UnitUsage is what a unit already holds for one policy and group.
@@ -72,7 +64,7 @@ func NewSnapshot(policies []*schedulingv1alpha1.ResourcePolicy, nodes []*corev1.
 		byNS:  map[string][]*schedulingv1alpha1.ResourcePolicy{},
 		nodes: make(map[string]*corev1.Node, len(nodes)),
 		pods:  pods,
-		usage: map[string]map[string]*groupUsage{},
+		usage: map[string]map[string]*GroupUsage{},
 	}
 	for _, rp := range policies {
 		s.byNS[rp.Namespace] = append(s.byNS[rp.Namespace], rp)
@@ -187,7 +179,7 @@ func counted(rp *schedulingv1alpha1.ResourcePolicy, u *schedulingv1alpha1.Unit, 
 	return true, false
 }
 
-func (s *Snapshot) groupUsage(rp *schedulingv1alpha1.ResourcePolicy, group string) *groupUsage {
+func (s *Snapshot) groupUsage(rp *schedulingv1alpha1.ResourcePolicy, group string) *GroupUsage {
 	key := Key(rp)
 	byGroup, ok := s.usage[key]
 	if !ok {
@@ -196,57 +188,27 @@ func (s *Snapshot) groupUsage(rp *schedulingv1alpha1.ResourcePolicy, group strin
 	}
 	g, ok := byGroup[group]
 	if !ok {
-		g = newGroupUsage(len(rp.Spec.Units))
+		g = NewGroupUsage(len(rp.Spec.Units))
 		byGroup[group] = g
 	}
 	return g
 }
 
-func newGroupUsage(n int) *groupUsage {
-	g := &groupUsage{units: make([]UnitUsage, n), terminating: make([]int32, n)}
-	for i := range g.units {
-		g.units[i].Requested = corev1.ResourceList{}
-	}
-	return g
-}
-
-func (s *Snapshot) computeUsage(rp *schedulingv1alpha1.ResourcePolicy) map[string]*groupUsage {
-	out := map[string]*groupUsage{}
+func (s *Snapshot) computeUsage(rp *schedulingv1alpha1.ResourcePolicy) map[string]*GroupUsage {
+	out := map[string]*GroupUsage{}
 	for _, p := range s.pods {
-		if p.Namespace != rp.Namespace || finished(p) || !subset(rp.Spec.Selector, p.Labels) {
+		c, ok := CountPod(rp, p, s.nodes[p.Spec.NodeName])
+		if !ok {
 			continue
 		}
-		group, err := Group(rp, p)
-		if err != nil {
-			continue // such a pod was never placed by the policy; it counts nowhere
-		}
-		g, ok := out[group]
+		g, ok := out[c.Group]
 		if !ok {
-			g = newGroupUsage(len(rp.Spec.Units))
-			out[group] = g
+			g = NewGroupUsage(len(rp.Spec.Units))
+			out[c.Group] = g
 		}
-		add(rp, g, p, UnitOf(rp, s.nodes[p.Spec.NodeName]), p.Spec.NodeName != "")
+		g.Add(c)
 	}
 	return out
-}
-
-func add(rp *schedulingv1alpha1.ResourcePolicy, g *groupUsage, p *corev1.Pod, unit int, placed bool) {
-	switch {
-	case !placed:
-		g.pending++
-		return
-	case unit < 0:
-		g.outside++
-		return
-	}
-	counts, term := counted(rp, &rp.Spec.Units[unit], p)
-	if term {
-		g.terminating[unit]++
-	}
-	if counts {
-		g.units[unit].Pods++
-		addTo(g.units[unit].Requested, PodRequests(p))
-	}
 }
 
 func addTo(sum, req corev1.ResourceList) {
@@ -281,7 +243,7 @@ func (s *Snapshot) Usage(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod)
 	if err != nil {
 		return nil, err
 	}
-	return s.groupUsage(rp, group).units, nil
+	return s.groupUsage(rp, group).Units, nil
 }
 
 // Assume counts pod as placed on nodeName (scheduler Reserve, or a pod the
@@ -293,10 +255,10 @@ func (s *Snapshot) Assume(rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod
 		return err
 	}
 	g := s.groupUsage(rp, group)
-	if pod.Spec.NodeName == "" && g.pending > 0 {
-		g.pending--
+	if pod.Spec.NodeName == "" && g.Pending > 0 {
+		g.Pending--
 	}
-	add(rp, g, pod, s.UnitOfNode(rp, nodeName), true)
+	g.Add(countOn(rp, pod, group, s.UnitOfNode(rp, nodeName), true))
 	return nil
 }
 
