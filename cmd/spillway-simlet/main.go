@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
+	"github.com/spillway-io/spillway/pkg/engine/enginesim"
 	"github.com/spillway-io/spillway/pkg/localcluster"
 	"github.com/spillway-io/spillway/pkg/simlet"
 )
@@ -38,6 +40,19 @@ import (
 type flags struct {
 	kubeconfig, clusterFile, addr string
 	leaseDuration, grace, load    time.Duration
+	// runtime is "engine" (vLLM pods run the engine simulator) or "port".
+	runtime             string
+	modelParams         float64
+	seed                int64
+	backOff, backOffMax time.Duration
+}
+
+// envDefault returns $SPILLWAY_SIMLET_<name> or def.
+func envDefault(name, def string) string {
+	if v, ok := os.LookupEnv("SPILLWAY_SIMLET_" + name); ok {
+		return v
+	}
+	return def
 }
 
 func main() {
@@ -48,8 +63,24 @@ func main() {
 	fs.StringVar(&f.addr, "metrics-bind-address", "127.0.0.1:10361", "address of /metrics, /healthz and /faults (loopback only)")
 	fs.DurationVar(&f.leaseDuration, "lease-duration", 40*time.Second, "node Lease duration; renewed every quarter of it")
 	fs.DurationVar(&f.grace, "shutdown-grace", 30*time.Second, "how long running pods may finish their work on SIGTERM")
-	fs.DurationVar(&f.load, "load-delay", 3*time.Second, "default simulated model-load time of the builtin runtime")
+	fs.DurationVar(&f.load, "load-delay", 3*time.Second, "simulated model-load time of a pod (engine start-up delay; pod annotation "+
+		simlet.AnnotationLoadDelay+" overrides it) [SPILLWAY_SIMLET_LOAD_DELAY]")
+	fs.StringVar(&f.runtime, "runtime", "engine", `pod runtime: "engine" (vLLM command lines run the engine simulator, other pods `+
+		`answer /health on their ports) or "port" (every pod only answers /health and /metrics) [SPILLWAY_SIMLET_RUNTIME]`)
+	fs.Float64Var(&f.modelParams, "sim-model-params", 7, "simulated model size in billions of parameters [SPILLWAY_SIMLET_MODEL_PARAMS]")
+	fs.Int64Var(&f.seed, "sim-seed", 0, "seed of the engines' outputs for requests without a seed [SPILLWAY_SIMLET_SEED]")
+	fs.DurationVar(&f.backOff, "restart-backoff", 10*time.Second, "crash-loop back-off of exited containers: first delay, doubling")
+	fs.DurationVar(&f.backOffMax, "restart-backoff-max", 5*time.Minute, "longest crash-loop back-off")
 	klog.InitFlags(fs)
+	// Environment first, flags override.
+	for _, e := range []struct{ env, flag string }{{"LOAD_DELAY", "load-delay"}, {"RUNTIME", "runtime"}, {"MODEL_PARAMS", "sim-model-params"}, {"SEED", "sim-seed"}} {
+		if v := envDefault(e.env, ""); v != "" {
+			if err := fs.Set(e.flag, v); err != nil {
+				fmt.Fprintf(os.Stderr, "spillway-simlet: SPILLWAY_SIMLET_%s=%q: %v\n", e.env, v, err)
+				os.Exit(2)
+			}
+		}
+	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -80,6 +111,10 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	rt, err := podRuntime(f)
+	if err != nil {
+		return err
+	}
 	logger := klog.NewKlogr()
 	ctrl.SetLogger(logger)
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
@@ -103,7 +138,8 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	sim := simlet.New(mgr.GetClient(), cf.Pools, simlet.WithLogger(logger.WithName("simlet")),
-		simlet.WithLeaseDuration(f.leaseDuration), simlet.WithRuntime(simlet.PortRuntime{LoadDelay: f.load}))
+		simlet.WithLeaseDuration(f.leaseDuration), simlet.WithRuntime(withLogger(rt, logger.WithName("engine"))),
+		simlet.WithRestartBackOff(f.backOff, f.backOffMax))
 	if err := ctrl.NewControllerManagedBy(mgr).Named("simlet-pods").
 		For(&corev1.Pod{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.(*corev1.Pod).Spec.NodeName != ""
@@ -141,4 +177,35 @@ func run(ctx context.Context, f flags) error {
 	}()
 	logger.Info("spillway-simlet started", "pools", len(cf.Pools), "address", f.addr)
 	return mgr.Start(ctx)
+}
+
+// podRuntime builds the pod runtime the flags ask for.
+func podRuntime(f flags) (simlet.Runtime, error) {
+	if f.load < 0 {
+		return nil, fmt.Errorf("--load-delay %s must not be negative", f.load)
+	}
+	if f.backOff < 0 || f.backOffMax < f.backOff {
+		return nil, fmt.Errorf("--restart-backoff %s must not be negative nor above --restart-backoff-max %s", f.backOff, f.backOffMax)
+	}
+	port := simlet.PortRuntime{LoadDelay: f.load}
+	switch f.runtime {
+	case "port":
+		return port, nil
+	case "engine", "":
+		s := enginesim.DefaultSettings()
+		s.StartupDelay, s.ModelParamsBillions, s.Seed = f.load, f.modelParams, f.seed
+		if !(f.modelParams > 0 && f.modelParams <= 1000) {
+			return nil, fmt.Errorf("--sim-model-params %v must be in (0, 1000] billions", f.modelParams)
+		}
+		return simlet.EngineRuntime{Settings: s, Fallback: port}, nil
+	}
+	return nil, fmt.Errorf(`--runtime %q: want "engine" or "port"`, f.runtime)
+}
+
+func withLogger(rt simlet.Runtime, l logr.Logger) simlet.Runtime {
+	if e, ok := rt.(simlet.EngineRuntime); ok {
+		e.Logger = l
+		return e
+	}
+	return rt
 }

@@ -70,25 +70,16 @@ func (s *Simlet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	}
 
 	now := s.clock.Now()
-	if ps.runner != nil {
-		select {
-		case <-ps.runner.Done():
-			exitCode, reason := int32(0), "Completed"
-			if err := ps.runner.Err(); err != nil {
-				exitCode, reason = 1, "Error"
-			}
-			s.mu.Lock()
-			ps.run.LastExit = &Exit{At: now, Started: ps.run.Started, ExitCode: exitCode, Reason: reason}
-			ps.run.Restarts++
-			ps.run.Started = time.Time{}
-			ps.run.Ready = false
-			ps.runner = nil
-			s.mu.Unlock()
-			logger.Info("pod exited, restarting", "pod", req.NamespacedName, "restarts", ps.run.Restarts)
-		default:
-		}
+	s.mu.Lock()
+	runner := ps.runner
+	s.mu.Unlock()
+	if runner != nil {
+		s.checkExit(ctx, ps, runner, now)
 	}
-	if ps.runner == nil {
+	s.mu.Lock()
+	due := ps.runner == nil && !now.Before(ps.run.BackOffUntil)
+	s.mu.Unlock()
+	if due {
 		if ps.run.PodIP == "" {
 			ip, err := s.podIP(ns)
 			if err != nil {
@@ -99,18 +90,37 @@ func (s *Simlet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		r, err := s.runtime.Start(context.WithoutCancel(ctx), pod, ps.run.PodIP, ns.gpu)
 		s.mu.Lock()
 		if err != nil {
+			// The container could not be created (port taken, bad
+			// annotation): retried with the crash-loop back-off.
+			ps.crashes++
 			ps.run.StartErr = err.Error()
+			ps.run.BackOffUntil = now.Add(CrashLoopDelay(ps.crashes, s.backOff, s.backOffMax))
 		} else {
+			if ps.runs > 0 {
+				ps.run.Restarts++
+			}
+			ps.runs++
 			ps.runner, ps.run.Started, ps.run.StartErr = r, now, ""
 		}
 		s.mu.Unlock()
 		if err != nil {
 			logger.Error(err, "starting pod", "pod", req.NamespacedName)
+		} else {
+			// A run that ended at once (a refused command line) is reported
+			// as terminated right away, not as running.
+			s.checkExit(ctx, ps, r, now)
 		}
 	}
 	s.mu.Lock()
-	if ps.runner != nil {
-		ps.run.Ready = ps.runner.Ready()
+	runner = ps.runner
+	s.mu.Unlock()
+	ready := false
+	if runner != nil {
+		ready = runner.Ready() // may probe the pod over HTTP: outside the lock
+	}
+	s.mu.Lock()
+	if ps.runner != nil && ps.runner == runner {
+		ps.run.Ready = ready
 	}
 	run := ps.run
 	s.mu.Unlock()
@@ -118,6 +128,62 @@ func (s *Simlet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: pollEvery}, nil
+}
+
+// checkExit records the end of runner's run, if it ended: the exit code and
+// reason, and when the next run may start (kubelet's crash-loop back-off).
+func (s *Simlet) checkExit(ctx context.Context, ps *podState, runner Runner, now time.Time) {
+	select {
+	case <-runner.Done():
+	default:
+		return
+	}
+	exit := Exit{At: now, ExitCode: 0, Reason: "Completed"}
+	if err := runner.Err(); err != nil {
+		exit.ExitCode, exit.Reason, exit.Message = 1, "Error", err.Error()
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			exit.ExitCode, exit.Reason, exit.Message = ee.Code, ee.Reason, ee.Message
+		}
+	}
+	s.mu.Lock()
+	if ps.runner != runner {
+		s.mu.Unlock()
+		return
+	}
+	exit.Started = ps.run.Started
+	// A run longer than twice the longest back-off resets the back-off, as
+	// the kubelet's does.
+	if now.Sub(ps.run.Started) >= 2*s.backOffMax {
+		ps.crashes = 0
+	}
+	ps.crashes++
+	ps.run.LastExit = &exit
+	ps.run.BackOffUntil = now.Add(CrashLoopDelay(ps.crashes, s.backOff, s.backOffMax))
+	ps.run.Started = time.Time{}
+	ps.run.Ready = false
+	ps.runner = nil
+	restarts, until := ps.run.Restarts, ps.run.BackOffUntil
+	s.mu.Unlock()
+	log.FromContext(ctx).Info("container exited", "pod", ps.key, "exitCode", exit.ExitCode, "reason", exit.Reason,
+		"message", exit.Message, "restarts", restarts, "restartAt", until)
+}
+
+// CrashLoopDelay is how long the kubelet waits before restarting a container
+// that exited for the crashes-th time in a row: the first exit restarts at
+// once, then base, 2×base, 4×base… up to max.
+func CrashLoopDelay(crashes int, base, max time.Duration) time.Duration {
+	if crashes <= 1 || base <= 0 {
+		return 0
+	}
+	d := base
+	for i := 2; i < crashes; i++ {
+		d *= 2
+		if d >= max {
+			return max
+		}
+	}
+	return min(d, max)
 }
 
 func (s *Simlet) writeStatus(ctx context.Context, pod *corev1.Pod, run RunState, now time.Time) error {

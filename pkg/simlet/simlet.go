@@ -52,6 +52,8 @@ type Simlet struct {
 	leaseDuration time.Duration
 	// statusEvery is how often an unchanged Ready condition is refreshed.
 	statusEvery time.Duration
+	// backOff and backOffMax shape the crash-loop back-off of exited pods.
+	backOff, backOffMax time.Duration
 
 	mu     sync.Mutex
 	nodes  map[string]*nodeState
@@ -78,6 +80,8 @@ type podState struct {
 	run       RunState
 	runner    Runner
 	stop      chan struct{}
+	// runs counts the runs started; crashes the exits in a row (back-off).
+	runs, crashes int
 }
 
 // Option configures a Simlet.
@@ -96,12 +100,19 @@ func WithRuntime(r Runtime) Option { return func(s *Simlet) { s.runtime = r } }
 // quarter of it (default 40s, as the kubelet).
 func WithLeaseDuration(d time.Duration) Option { return func(s *Simlet) { s.leaseDuration = d } }
 
+// WithRestartBackOff sets the crash-loop back-off of containers that exit:
+// the second restart in a row waits base, then 2×base… up to max (default
+// 10s and 5m, as the kubelet).
+func WithRestartBackOff(base, max time.Duration) Option {
+	return func(s *Simlet) { s.backOff, s.backOffMax = base, max }
+}
+
 // New returns a Simlet for pools.
 func New(c client.Client, pools []spillwayv1alpha1.NodePool, opts ...Option) *Simlet {
 	s := &Simlet{
 		client: c, clock: clock.RealClock{}, log: logr.Discard(),
 		runtime: PortRuntime{LoadDelay: 3 * time.Second}, pools: map[string]*spillwayv1alpha1.NodePool{},
-		leaseDuration: 40 * time.Second, statusEvery: time.Minute,
+		leaseDuration: 40 * time.Second, statusEvery: time.Minute, backOff: 10 * time.Second, backOffMax: 5 * time.Minute,
 		nodes: map[string]*nodeState{}, pods: map[types.UID]*podState{}, cut: map[string]bool{}, killed: map[string]bool{},
 	}
 	for i := range pools {
@@ -165,10 +176,14 @@ func (s *Simlet) trackNode(node *corev1.Node) *nodeState {
 	s.nextN++
 	n := s.nextN
 	pool := s.pools[node.Labels[spillwayv1alpha1.LabelNodePool]]
+	gpu := GPU{Model: pool.Spec.Template.GPUModel, Count: int(pool.Spec.Template.GPUs)}
+	if m := node.Labels[spillwayv1alpha1.LabelGPUModel]; m != "" {
+		gpu.Model = m
+	}
 	ns := &nodeState{
 		name: node.Name, pool: pool.Name, n: n,
 		ip:  fmt.Sprintf("127.1.%d.%d", n/250, n%250+1),
-		gpu: GPU{Model: pool.Spec.Template.GPUModel, Count: int(pool.Spec.Template.GPUs)},
+		gpu: gpu,
 	}
 	s.nodes[node.Name] = ns
 	return ns

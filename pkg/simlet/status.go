@@ -19,8 +19,11 @@ type RunState struct {
 	Restarts int32
 	// LastExit is the end of the previous run, if any.
 	LastExit *Exit
-	PodIP    string
-	HostIP   string
+	// BackOffUntil is when the next run may start after LastExit or a
+	// start error (crash-loop back-off; zero: at once).
+	BackOffUntil time.Time
+	PodIP        string
+	HostIP       string
 }
 
 // Exit describes a run that ended.
@@ -29,6 +32,7 @@ type Exit struct {
 	Started  time.Time
 	ExitCode int32
 	Reason   string
+	Message  string
 }
 
 // PodStatus returns the status a kubelet would report for pod given its run
@@ -51,7 +55,9 @@ func PodStatus(pod *corev1.Pod, st RunState, now time.Time) corev1.PodStatus {
 		s.StartTime = &mt
 	}
 	running := !st.Started.IsZero()
-	if running {
+	// A pod whose container exited and will be restarted stays Running with
+	// its IP, as with a kubelet (restartPolicy Always).
+	if running || st.LastExit != nil {
 		s.Phase = corev1.PodRunning
 		s.PodIP = st.PodIP
 		s.PodIPs = []corev1.PodIP{{IP: st.PodIP}}
@@ -82,6 +88,7 @@ func PodStatus(pod *corev1.Pod, st RunState, now time.Time) corev1.PodStatus {
 			Name: c.Name, Image: c.Image, ImageID: "simlet://" + c.Image,
 			RestartCount: st.Restarts, Ready: ready,
 		}
+		backingOff := st.LastExit != nil && now.Before(st.BackOffUntil)
 		switch {
 		case running:
 			started := metav1.NewTime(st.Started)
@@ -90,18 +97,28 @@ func PodStatus(pod *corev1.Pod, st RunState, now time.Time) corev1.PodStatus {
 			cs.ContainerID = "simlet://" + string(pod.UID) + "/" + c.Name + "/" + itoa(int(st.Restarts))
 		case st.StartErr != "":
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "RunContainerError", Message: st.StartErr}
+		case backingOff:
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+				Message: "back-off " + st.BackOffUntil.Sub(st.LastExit.At).String() + " restarting failed container=" + c.Name +
+					" pod=" + pod.Name + "_" + pod.Namespace + "(" + string(pod.UID) + ")"}
+		case st.LastExit != nil:
+			cs.State.Terminated = terminated(st.LastExit)
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
 		}
-		if st.LastExit != nil && i == 0 {
-			cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{
-				ExitCode: st.LastExit.ExitCode, Reason: st.LastExit.Reason,
-				StartedAt: metav1.NewTime(st.LastExit.Started), FinishedAt: metav1.NewTime(st.LastExit.At),
-			}
+		if st.LastExit != nil && i == 0 && cs.State.Terminated == nil {
+			cs.LastTerminationState.Terminated = terminated(st.LastExit)
 		}
 		s.ContainerStatuses = append(s.ContainerStatuses, cs)
 	}
 	return s
+}
+
+func terminated(e *Exit) *corev1.ContainerStateTerminated {
+	return &corev1.ContainerStateTerminated{
+		ExitCode: e.ExitCode, Reason: e.Reason, Message: e.Message,
+		StartedAt: metav1.NewTime(e.Started), FinishedAt: metav1.NewTime(e.At),
+	}
 }
 
 func itoa(n int) string {
