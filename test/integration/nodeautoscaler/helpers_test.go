@@ -3,6 +3,8 @@ package nodeautoscaler
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/klog/v2"
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,7 +34,9 @@ import (
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/cloudprovider"
 	"github.com/spillway-io/spillway/pkg/cloudprovider/fake"
+	"github.com/spillway-io/spillway/pkg/controllers/deletioncost"
 	"github.com/spillway-io/spillway/pkg/controllers/nodepool"
+	rpplugin "github.com/spillway-io/spillway/pkg/scheduler/resourcepolicy"
 	"github.com/spillway-io/spillway/test/integration/framework"
 )
 
@@ -41,9 +46,27 @@ const (
 	deletionCost = "controller.kubernetes.io/pod-deletion-cost"
 )
 
-// startScheduler runs the real kube-scheduler in this process until the test ends.
+// startScheduler runs the real kube-scheduler in this process until the
+// test ends, built as cmd/spillway-scheduler builds it (the upstream app
+// with the SpillwayResourcePolicy plugin) and configured by the shipped
+// config/scheduler/scheduler-config.yaml: the scheduler whose decisions the
+// node autoscaler simulates.
 func startScheduler(t *testing.T, env *framework.Env) {
 	t.Helper()
+	root, err := framework.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := os.ReadFile(filepath.Join(root, "config/scheduler/scheduler-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = append(body, []byte("clientConnection:\n  kubeconfig: "+env.KubeconfigPath+"\n  qps: 1000\n  burst: 1000\n")...)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "scheduler-config.yaml")
+	if err := os.WriteFile(cfg, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	port, err := framework.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -53,8 +76,7 @@ func startScheduler(t *testing.T, env *framework.Env) {
 	for _, f := range opts.Flags.FlagSets {
 		fs.AddFlagSet(f)
 	}
-	args := []string{"--kubeconfig=" + env.KubeconfigPath, "--leader-elect=false",
-		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port), "--cert-dir=" + t.TempDir()}
+	args := []string{"--config=" + cfg, "--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(port), "--cert-dir=" + dir}
 	if err := fs.Parse(args); err != nil {
 		t.Fatalf("kube-scheduler flags: %v", err)
 	}
@@ -64,10 +86,14 @@ func startScheduler(t *testing.T, env *framework.Env) {
 	}
 	opts.InformerName = name
 	ctx, cancel := context.WithCancel(context.Background())
-	cc, sched, err := schedapp.Setup(ctx, opts)
+	cc, sched, err := schedapp.Setup(ctx, opts, schedapp.WithPlugin(rpplugin.Name, rpplugin.New))
 	if err != nil {
 		cancel()
 		t.Fatalf("setting up kube-scheduler: %v", err)
+	}
+	if got := cc.ComponentConfig.Profiles[0].Plugins.Filter.Enabled; !hasPlugin(got, rpplugin.Name) {
+		cancel()
+		t.Fatalf("the scheduler profile does not enable %s as a filter: %+v", rpplugin.Name, got)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -78,7 +104,16 @@ func startScheduler(t *testing.T, env *framework.Env) {
 	}()
 	// The scheduler registers its config globally; free the name for the
 	// next test's scheduler in this process.
-	t.Cleanup(func() { cancel(); <-done; configz.Delete("componentconfig") })
+	t.Cleanup(func() { cancel(); <-done; name.Release(); configz.Delete("componentconfig") })
+}
+
+func hasPlugin(ps []schedconfig.Plugin, name string) bool {
+	for _, p := range ps {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // manager is a running controller manager with the nodepool controller.
@@ -111,6 +146,11 @@ func startManager(t *testing.T, env *framework.Env, prov cloudprovider.Provider,
 		t.Fatalf("creating manager: %v", err)
 	}
 	reg := prometheus.NewRegistry()
+	// The deletion-cost controller runs beside the node autoscaler, as in
+	// spillway-manager, so a scale-in removes cloud pods first.
+	if err := deletioncost.SetupWithManager(mgr); err != nil {
+		t.Fatalf("setting up the deletion-cost controller: %v", err)
+	}
 	err = nodepool.SetupWithManager(mgr, nodepool.Options{
 		Providers:    cloudprovider.Registry{fake.Name: prov},
 		Debounce:     100 * time.Millisecond,

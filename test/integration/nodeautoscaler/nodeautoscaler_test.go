@@ -5,6 +5,7 @@ package nodeautoscaler
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,17 +109,43 @@ func TestSeedScenario(t *testing.T) {
 		return np.Status.Size == 2 && np.Status.Ready == 2 && np.Status.InFlight == 0 && np.Status.LastScaleUpTime != nil, nil
 	}, "the elastic pool's status: size 2, ready 2")
 
-	// Scale-in: the policy's reverse unit order makes cloud pods go first.
-	markScaleInOrder(t, env)
+	// Scale-in: the deletion-cost controller gives the pods of the cloud
+	// unit the lower cost, so a ReplicaSet scale-down removes them first.
+	// Make the IDC pod the newest (and most recently ready) first, so that
+	// only its deletion cost can keep it.
+	idcPod := replaceIDCPod(t, env)
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		if err != nil {
+			return false, err
+		}
+		pods, err := appPods(ctx, env)
+		if err != nil || len(pods) != 3 {
+			return false, err
+		}
+		for _, p := range pods {
+			want := "100" // unit 1 (cloud) of 2
+			if pl[p.Name] == "gpu-v100-edge" {
+				want = "200" // unit 0 (IDC)
+			}
+			if p.Annotations[deletionCost] != want {
+				return false, nil
+			}
+		}
+		return true, nil
+	}, "the deletion-cost controller's costs: IDC pod 200, cloud pods 100")
 	scaleTo(t, env, 1)
 	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
 		pl, err := placement(ctx, env)
-		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1}), err
-	}, "one replica left, on the IDC node")
+		return err == nil && cmp.Equal(pl, map[string]string{idcPod: "gpu-v100-edge"}), err
+	}, "one replica left: the newest pod, on the IDC node")
 	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
 		names, err := nodesOf(ctx, env, elastic.Name)
 		return err == nil && len(names) == 0 && len(prov.Instances()) == 0, err
 	}, "the two elastic nodes removed")
+	if got := createdNodes(prov.CreateCalls(), elastic.Name); got != 2 {
+		t.Errorf("elastic nodes bought over the whole scenario = %d, want 2 (calls %+v)", got, prov.CreateCalls())
+	}
 	var n corev1.Node
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(idc), &n); err != nil {
 		t.Fatalf("the IDC node: %v", err)
@@ -128,6 +155,53 @@ func TestSeedScenario(t *testing.T) {
 	}
 	if got := len(prov.DeleteCalls()); got == 0 {
 		t.Errorf("no provider delete calls")
+	}
+}
+
+// TestUnitMaxBuysNoUselessNode: the cloud unit of the policy holds at most
+// one pod. Three replicas: one on the IDC node, one on a single new elastic
+// node; the third stays pending — the scheduler will not place it in the
+// full unit, and the node autoscaler, simulating with the same engine, buys
+// no node for it and says why.
+func TestUnitMaxBuysNoUselessNode(t *testing.T) {
+	env := framework.Start(t, framework.WithControllerManager())
+	dumpOnFailure(t, env)
+	startScheduler(t, env)
+	startKubelet(t, env)
+	prov := fake.New(env.Client)
+	startManager(t, env, prov, 2*time.Second)
+
+	idcNode(t, env)
+	rp := seedPolicy(idcPoolID, "np-elastic")
+	rp.Spec.Units[1].Max = ptr.To[int32](1)
+	create(t, env, staticPool(), elasticPool("gpu-v100-elastic", "np-elastic", 0), rp, deployment(3))
+	framework.Eventually(t, 30*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		return err == nil && cmp.Equal(countValues(pl), map[string]int{"gpu-v100-edge": 1, "gpu-v100-elastic": 1, "": 1}), err
+	}, "one replica on IDC, one on the elastic unit, one pending")
+	var pending string
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		if err != nil {
+			return false, err
+		}
+		for name, pool := range pl {
+			if pool == "" {
+				pending = name
+			}
+		}
+		return hasEvent(ctx, env, pending, "NotTriggerScaleUp", "max 1")
+	}, "a NotTriggerScaleUp event on the pending pod naming the unit max")
+	time.Sleep(2 * time.Second) // several passes
+	if got := createdNodes(prov.CreateCalls(), "gpu-v100-elastic"); got != 1 {
+		t.Fatalf("elastic nodes bought = %d, want 1 (the unit max stops the second): %+v", got, prov.CreateCalls())
+	}
+	var pod corev1.Pod
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: pending}, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if !unschedulable(&pod) || pod.Spec.NodeName != "" {
+		t.Fatalf("pod %s should still be unschedulable: node %q, conditions %+v", pending, pod.Spec.NodeName, pod.Status.Conditions)
 	}
 }
 
@@ -174,8 +248,8 @@ func TestProviderFailureUsesNextPool(t *testing.T) {
 		return false, nil
 	}, "elastic-a's ProviderError condition")
 	framework.Eventually(t, 10*time.Second, func(ctx context.Context) (bool, error) {
-		return hasEvent(ctx, env, "elastic-a", "ScaleUpFailed")
-	}, "a ScaleUpFailed event on elastic-a")
+		return hasEvent(ctx, env, "elastic-a", "ScaleUpFailed", "OutOfStock", "zone has no V100", "trying the next eligible pool")
+	}, "a ScaleUpFailed event on elastic-a saying why (out of stock) and that the next pool is tried")
 }
 
 // TestRestartMidScaleUp: the manager stops after asking for nodes that have
@@ -285,43 +359,60 @@ func scaleTo(t *testing.T, env *framework.Env, n int32) {
 	}
 }
 
-// markScaleInOrder gives the pods on elastic nodes a lower deletion cost than
-// those on the IDC unit, as the policy's reverse unit order asks.
-func markScaleInOrder(t *testing.T, env *framework.Env) {
+// replaceIDCPod deletes the app pod on the IDC node at once and waits for
+// its replacement to be bound there; it returns the replacement's name.
+func replaceIDCPod(t *testing.T, env *framework.Env) string {
 	t.Helper()
 	ctx := context.Background()
 	pl, err := placement(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := appPods(ctx, env)
-	if err != nil {
+	old := ""
+	for name, pool := range pl {
+		if pool == "gpu-v100-edge" {
+			old = name
+		}
+	}
+	if old == "" {
+		t.Fatalf("no app pod on the IDC node: %v", pl)
+	}
+	if err := env.Client.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: old, Namespace: "default"}},
+		client.GracePeriodSeconds(0)); err != nil {
 		t.Fatal(err)
 	}
-	for i := range pods {
-		p := &pods[i]
-		cost := "100"
-		if pl[p.Name] != "gpu-v100-edge" {
-			cost = "-100"
+	var repl string
+	framework.Eventually(t, 20*time.Second, func(ctx context.Context) (bool, error) {
+		pl, err := placement(ctx, env)
+		if err != nil {
+			return false, err
 		}
-		patched := p.DeepCopy()
-		if patched.Annotations == nil {
-			patched.Annotations = map[string]string{}
+		for name, pool := range pl {
+			if pool == "gpu-v100-edge" && name != old {
+				repl = name
+			}
 		}
-		patched.Annotations[deletionCost] = cost
-		if err := env.Client.Patch(ctx, patched, client.MergeFrom(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return repl != "" && len(pl) == 3, nil
+	}, "the IDC pod's replacement bound to the IDC node")
+	return repl
 }
 
-func hasEvent(ctx context.Context, env *framework.Env, regarding, reason string) (bool, error) {
+// hasEvent tells whether an event about regarding has reason and a note
+// containing every one of words.
+func hasEvent(ctx context.Context, env *framework.Env, regarding, reason string, words ...string) (bool, error) {
 	evs, err := env.Clientset.EventsV1().Events("").List(ctx, metav1ListOptions())
 	if err != nil {
 		return false, err
 	}
 	for _, e := range evs.Items {
-		if e.Regarding.Name == regarding && e.Reason == reason {
+		if e.Regarding.Name != regarding || e.Reason != reason {
+			continue
+		}
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(e.Note, w)
+		}
+		if all {
 			return true, nil
 		}
 	}
