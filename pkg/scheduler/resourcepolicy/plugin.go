@@ -2,30 +2,38 @@
 // ResourcePolicies (pkg/resourcepolicy) while scheduling.
 //
 //   - PreFilter matches the pod to a policy (Skip when none: no cost for other
-//     pods), computes its Plan on the scheduler's own snapshot (which holds
-//     the assumed pods) and rejects the pod with the plan's explanation when
-//     no unit and no other node is allowed, on a policy conflict or when a
-//     matchLabelKeys label is missing.
+//     pods) and computes its Plan from per-unit counts kept incrementally
+//     (pod informer events, Reserve/Unreserve; see counts), so its cost does
+//     not grow with the pods of the cluster. It rejects the pod with the
+//     plan's explanation when no unit and no other node is allowed, on a
+//     policy conflict or when a matchLabelKeys label is missing (with a
+//     Warning event, once per pod).
 //   - Filter rejects, as UnschedulableAndUnresolvable, the nodes of units the
 //     plan does not allow now (and nodes outside every unit under required).
 //   - Score ranks nodes by the order of their unit in the plan; give the
 //     plugin a large weight so unit order dominates the other scores.
-//   - PostFilter, when the plan waits at a unit until a deadline
-//     (TimeoutOrExceedMax), re-activates the pod at that deadline.
+//   - PostFilter (after DefaultPreemption): under preemptPolicy
+//     BeforeNextUnit lets the pod move on to the next unit once preemption
+//     failed in the current one; when the plan waits at a unit until a
+//     deadline (TimeoutOrExceedMax), re-activates the pod at that deadline.
+//   - Reserve/Unreserve count the assumed pod.
 //   - PreBind writes the unit's podLabels/podAnnotations on the pod and
-//     records a "ResourcePolicyUnit" event naming the chosen unit.
+//     records a "ResourcePolicyUnit" event naming the policy and the unit.
 //
 // Preemption is the upstream DefaultPreemption: it considers only nodes the
-// plan allows, since the others are UnschedulableAndUnresolvable. That is
-// preemptPolicy AfterAllUnits: preemption runs after the pod failed on every
-// unit it may use in the cycle. BeforeNextUnit is not distinguished yet (it
-// behaves as AfterAllUnits); see docs/scheduling.md.
+// plan allows, since the others are UnschedulableAndUnresolvable.
+// AfterAllUnits: the plan allows every unit the pod may use now, so
+// preemption runs after the pod failed on all of them, with candidates from
+// all of them. BeforeNextUnit: the plan is narrowed to the units up to the
+// first one the pod has not failed in yet, so preemption runs there first;
+// see docs/scheduling.md.
 package resourcepolicy
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -37,6 +45,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -56,9 +65,16 @@ type Plugin struct {
 	handle   fwk.Handle
 	policies policyLister
 	clock    clock.WithTicker
+	counts   *counts
 
 	mu     sync.Mutex
 	timers map[types.UID]clock.Timer
+	// tried is, per pod under preemptPolicy BeforeNextUnit, the highest unit
+	// index where the pod failed (preemption included); -1 in the map: none.
+	tried map[types.UID]int
+	// reported is, per pod, the last once-per-pod event sent (key), so a
+	// pod retried every few seconds does not repeat its event.
+	reported map[types.UID]string
 }
 
 // policyLister lists the policies of a namespace.
@@ -72,6 +88,7 @@ var (
 	_ fwk.PreScorePlugin   = (*Plugin)(nil)
 	_ fwk.ScorePlugin      = (*Plugin)(nil)
 	_ fwk.PostFilterPlugin = (*Plugin)(nil)
+	_ fwk.ReservePlugin    = (*Plugin)(nil)
 	_ fwk.PreBindPlugin    = (*Plugin)(nil)
 )
 
@@ -88,16 +105,93 @@ func New(ctx context.Context, _ runtime.Object, h fwk.Handle) (fwk.Plugin, error
 	if err := inf.SetTransform(toPolicy); err != nil {
 		return nil, err
 	}
+	podInf := h.SharedInformerFactory().Core().V1().Pods()
+	nodeInf := h.SharedInformerFactory().Core().V1().Nodes()
+	p := NewWithLister(h, &informerLister{indexer: inf.GetIndexer()}, clock.RealClock{},
+		listerPods{podInf.Lister()}, listerNodes{nodeInf.Lister()})
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
+		if rp, ok := unwrap[*schedulingv1alpha1.ResourcePolicy](obj); ok {
+			p.counts.onPolicyDelete(rp.Namespace, rp.Name)
+		}
+	}}); err != nil {
+		return nil, err
+	}
+	if _, err := podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { p.onPod(obj) },
+		UpdateFunc: func(_, obj any) { p.onPod(obj) },
+		DeleteFunc: func(obj any) { p.onPodDelete(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { p.counts.onNode() },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*corev1.Node)
+			n, ok2 := newObj.(*corev1.Node)
+			if !ok1 || !ok2 || !maps.Equal(o.Labels, n.Labels) {
+				p.counts.onNode()
+			}
+		},
+		DeleteFunc: func(any) { p.counts.onNode() },
+	}); err != nil {
+		return nil, err
+	}
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return nil, fmt.Errorf("ResourcePolicy informer did not sync")
 	}
-	return NewWithLister(h, &informerLister{indexer: inf.GetIndexer()}, clock.RealClock{}), nil
+	return p, nil
 }
 
-// NewWithLister builds the plugin on any policy source and clock.
-func NewWithLister(h fwk.Handle, l policyLister, c clock.WithTicker) *Plugin {
-	return &Plugin{handle: h, policies: l, clock: c, timers: map[types.UID]clock.Timer{}}
+// NewWithLister builds the plugin on any policy, pod and node source and
+// clock (the pod source lists the pods the counts are built from; pod
+// events must then be fed to onPod/onPodDelete).
+func NewWithLister(h fwk.Handle, l policyLister, c clock.WithTicker, pods podSource, nodes nodeSource) *Plugin {
+	return &Plugin{handle: h, policies: l, clock: c, counts: newCounts(pods, nodes),
+		timers: map[types.UID]clock.Timer{}, tried: map[types.UID]int{}, reported: map[types.UID]string{}}
+}
+
+// unwrap returns obj as T, looking inside a DeletedFinalStateUnknown.
+func unwrap[T any](obj any) (T, bool) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	t, ok := obj.(T)
+	return t, ok
+}
+
+type listerPods struct{ l corelisters.PodLister }
+
+func (l listerPods) List(ns string, sel labels.Selector) ([]*corev1.Pod, error) {
+	return l.l.Pods(ns).List(sel)
+}
+
+type listerNodes struct{ l corelisters.NodeLister }
+
+func (l listerNodes) Get(name string) *corev1.Node {
+	n, err := l.l.Get(name)
+	if err != nil {
+		return nil
+	}
+	return n
+}
+
+func (p *Plugin) onPod(obj any) {
+	if pod, ok := unwrap[*corev1.Pod](obj); ok {
+		p.counts.onPod(pod)
+	}
+}
+
+func (p *Plugin) onPodDelete(obj any) {
+	pod, ok := unwrap[*corev1.Pod](obj)
+	if !ok {
+		return
+	}
+	p.counts.onPodDelete(pod)
+	p.mu.Lock()
+	delete(p.tried, pod.UID)
+	delete(p.reported, pod.UID)
+	p.mu.Unlock()
 }
 
 func toPolicy(obj any) (any, error) {
@@ -132,7 +226,14 @@ func (l *informerLister) List(ns string) []*schedulingv1alpha1.ResourcePolicy {
 func (p *Plugin) Name() string { return Name }
 
 type state struct {
+	// plan is what the pod may use in this cycle: the engine's plan, narrowed
+	// under preemptPolicy BeforeNextUnit.
 	plan resourcepolicy.Plan
+	// full is the engine's plan.
+	full resourcepolicy.Plan
+	// frontier is the unit the plan was narrowed to (BeforeNextUnit), -1
+	// when it was not narrowed.
+	frontier int
 }
 
 func (s *state) Clone() fwk.StateData { return s }
@@ -146,50 +247,82 @@ func readState(cs fwk.CycleState) (*state, bool) {
 	return s, ok
 }
 
-// PreFilter computes the pod's plan.
-func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+// PreFilter computes the pod's plan from the policy and the incremental
+// counts: O(units), whatever the number of pods and nodes.
+func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	pols := p.policies.List(pod.Namespace)
 	if len(pols) == 0 {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	rp, err := resourcepolicy.NewSnapshot(pols, nil, nil).Match(pod)
+	snap := resourcepolicy.NewSnapshot(pols, nil, nil)
+	rp, err := snap.Match(pod)
 	if err != nil {
+		p.eventOnce(pod, nil, corev1.EventTypeWarning, "ResourcePolicyConflict", err.Error())
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
 	if rp == nil {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	sel := labels.SelectorFromSet(rp.Spec.Selector)
-	var nodeObjs []*corev1.Node
-	var pods []*corev1.Pod
-	if !needsCounts(rp) {
-		nodes = nil // the plan does not depend on what the units hold
+	group, err := resourcepolicy.Group(rp, pod)
+	if err != nil {
+		p.eventOnce(pod, rp, corev1.EventTypeWarning, "ResourcePolicyMissingLabel", err.Error())
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
-	for _, ni := range nodes {
-		n := ni.Node()
-		if n == nil {
-			continue
+	if needsCounts(rp) {
+		u, err := p.counts.usage(rp, group)
+		if err != nil {
+			return nil, fwk.AsStatus(fmt.Errorf("counting the pods of ResourcePolicy %s: %w", resourcepolicy.Key(rp), err))
 		}
-		nodeObjs = append(nodeObjs, n)
-		for _, pi := range ni.GetPods() {
-			q := pi.GetPod()
-			if q.Namespace == pod.Namespace && q.UID != pod.UID && sel.Matches(labels.Set(q.Labels)) {
-				pods = append(pods, q)
-			}
-		}
+		snap.SetGroupUsage(rp, group, u)
 	}
-	snap := resourcepolicy.NewSnapshot([]*schedulingv1alpha1.ResourcePolicy{rp}, nodeObjs, pods)
 	plan, err := snap.PlanFor(rp, pod, p.clock.Now())
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
-	cs.Write(stateKey, &state{plan: plan})
 	if len(plan.Units) == 0 && !plan.Others {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, plan.Explain())
 	}
+	st := &state{plan: plan, full: plan, frontier: -1}
+	if rp.Spec.PreemptPolicy == schedulingv1alpha1.PreemptBeforeNextUnit && mayPreempt(pod) {
+		p.mu.Lock()
+		tried, ok := p.tried[pod.UID]
+		p.mu.Unlock()
+		if !ok {
+			tried = -1
+		}
+		st.plan, st.frontier = narrow(plan, tried)
+	}
+	cs.Write(stateKey, st)
 	klog.FromContext(ctx).V(4).Info("ResourcePolicy plan", "pod", klog.KObj(pod), "policy", klog.KObj(rp),
-		"units", len(plan.Units), "others", plan.Others, "waiting", plan.Wait != nil)
+		"units", len(st.plan.Units), "others", st.plan.Others, "waiting", plan.Wait != nil, "frontier", st.frontier)
 	return nil, nil
+}
+
+// mayPreempt tells whether the pod may preempt others at all.
+func mayPreempt(pod *corev1.Pod) bool {
+	return pod.Spec.PreemptionPolicy == nil || *pod.Spec.PreemptionPolicy != corev1.PreemptNever
+}
+
+// narrow is preemptPolicy BeforeNextUnit: the plan is cut after the first
+// listed unit above tried (the highest unit where the pod already failed,
+// preemption included; -1 for none), so that preemption, which only looks
+// at the nodes a plan allows, runs in that unit before the pod may use the
+// next one. frontier is that unit, or -1 when nothing was cut (the unit is
+// the plan's last and no other node follows it).
+func narrow(plan resourcepolicy.Plan, tried int) (_ resourcepolicy.Plan, frontier int) {
+	for i, u := range plan.Units {
+		if u.Index <= tried {
+			continue
+		}
+		if i == len(plan.Units)-1 && !plan.Others {
+			return plan, -1
+		}
+		out := plan
+		out.Units = plan.Units[:i+1]
+		out.Others = false
+		return out, u.Index
+	}
+	return plan, -1
 }
 
 // needsCounts tells whether rp's plans depend on the pods its units hold:
@@ -206,7 +339,8 @@ func needsCounts(rp *schedulingv1alpha1.ResourcePolicy) bool {
 	return false
 }
 
-// PreFilterExtensions is nil: counts come from the cycle's snapshot.
+// PreFilterExtensions is nil: a plan does not depend on the pods of a node
+// (counts are per unit, kept by pod events and Reserve).
 func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
 
 // Filter rejects nodes the plan does not allow.
@@ -219,7 +353,21 @@ func (p *Plugin) Filter(_ context.Context, cs fwk.CycleState, pod *corev1.Pod, n
 	if s.plan.Allows(unit) {
 		return nil
 	}
+	if s.frontier >= 0 && s.full.Allows(unit) {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, held(&s.plan, unit, s.frontier))
+	}
 	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reject(&s.plan, unit))
+}
+
+// held is the reason for a node the plan allows but BeforeNextUnit holds
+// back until the pod failed in the frontier unit, preemption included.
+func held(plan *resourcepolicy.Plan, unit, frontier int) string {
+	where := fmt.Sprintf("in unit %d", unit)
+	if unit < 0 {
+		where = "outside the units"
+	}
+	return fmt.Sprintf("node(s) %s of ResourcePolicy %s, not tried before preemption in unit %d (preemptPolicy BeforeNextUnit)",
+		where, resourcepolicy.Key(plan.Policy), frontier)
 }
 
 // reject is the per-node reason; the scheduler sums identical reasons.
@@ -269,14 +417,46 @@ func score(plan *resourcepolicy.Plan, unit int) int64 {
 // ScoreExtensions is nil: scores are already in range.
 func (p *Plugin) ScoreExtensions() fwk.ScoreExtensions { return nil }
 
-// PostFilter re-activates a pod waiting at a unit when its deadline passes.
+// PostFilter runs after DefaultPreemption found no victims (PostFilter
+// plugins run in order until one succeeds; the example configuration lists
+// this one after the defaults). Under BeforeNextUnit it lets the pod move
+// on to the next unit and re-activates it at once; when the plan waits at a
+// unit until a deadline (TimeoutOrExceedMax) it re-activates the pod at that
+// deadline. It records the waiting and moving-on events.
 func (p *Plugin) PostFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, _ fwk.NodeToStatusReader) (*fwk.PostFilterResult, *fwk.Status) {
 	s, ok := readState(cs)
-	if !ok || s.plan.Wait == nil || s.plan.Wait.Until.IsZero() {
+	if !ok {
 		return nil, fwk.NewStatus(fwk.Unschedulable)
 	}
-	wait := s.plan.Wait.Until.Sub(p.clock.Now()) + 100*time.Millisecond
+	rp := s.plan.Policy
 	logger := klog.FromContext(ctx)
+	if s.frontier >= 0 {
+		unit := fmt.Sprintf("unit %d (%s)", s.frontier, rp.Spec.Units[s.frontier].Resource)
+		if node, ok := p.preempting(pod, s); ok {
+			return nil, fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf(
+				"ResourcePolicy %s: waiting for the preemption on node %s in %s (preemptPolicy BeforeNextUnit)",
+				resourcepolicy.Key(rp), node, unit))
+		}
+		p.mu.Lock()
+		p.tried[pod.UID] = s.frontier
+		p.mu.Unlock()
+		msg := fmt.Sprintf("ResourcePolicy %s: no node of %s fits and preemption found no victims there; "+
+			"preemptPolicy BeforeNextUnit: moving on to the next unit", resourcepolicy.Key(rp), unit)
+		p.eventOnce(pod, rp, corev1.EventTypeNormal, "ResourcePolicyNextUnit", msg)
+		p.handle.Activate(logger, map[string]*corev1.Pod{pod.Namespace + "/" + pod.Name: pod})
+		return nil, fwk.NewStatus(fwk.Unschedulable, msg)
+	}
+	w := s.plan.Wait
+	if w == nil {
+		return nil, fwk.NewStatus(fwk.Unschedulable, s.plan.Explain())
+	}
+	note := fmt.Sprintf("ResourcePolicy %s: waiting at unit %d (%s): %s", resourcepolicy.Key(rp), w.Index,
+		rp.Spec.Units[w.Index].Resource, w.Reason)
+	p.eventOnce(pod, rp, corev1.EventTypeNormal, "ResourcePolicyWaiting", note)
+	if w.Until.IsZero() {
+		return nil, fwk.NewStatus(fwk.Unschedulable, s.plan.Explain())
+	}
+	wait := w.Until.Sub(p.clock.Now()) + 100*time.Millisecond
 	p.mu.Lock()
 	if t, ok := p.timers[pod.UID]; ok {
 		t.Stop()
@@ -296,6 +476,63 @@ func (p *Plugin) PostFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.
 		p.handle.Activate(logger, map[string]*corev1.Pod{key: pod})
 	}()
 	return nil, fwk.NewStatus(fwk.Unschedulable, s.plan.Explain())
+}
+
+// preempting tells whether a preemption for pod is in progress on a node
+// of the units it may use now: the pod is nominated there and a pod on the
+// node is terminating (DefaultPreemption then does not preempt again, and
+// the pod must wait for its victims rather than move on).
+func (p *Plugin) preempting(pod *corev1.Pod, s *state) (string, bool) {
+	name := pod.Status.NominatedNodeName
+	if name == "" {
+		return "", false
+	}
+	ni, err := p.handle.SnapshotSharedLister().NodeInfos().Get(name)
+	if err != nil || !s.plan.Allows(resourcepolicy.UnitOf(s.plan.Policy, ni.Node())) {
+		return "", false
+	}
+	for _, pi := range ni.GetPods() {
+		if pi.GetPod().DeletionTimestamp != nil {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// Reserve counts the pod on its node until the informer shows it bound.
+func (p *Plugin) Reserve(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
+	p.counts.assume(pod, nodeName)
+	p.mu.Lock()
+	delete(p.tried, pod.UID)
+	p.mu.Unlock()
+	return nil
+}
+
+// Unreserve takes the assumption back.
+func (p *Plugin) Unreserve(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, _ string) {
+	p.counts.forget(pod)
+}
+
+// eventOnce records an event on pod unless the same one was the last
+// recorded for it (pods are retried every few seconds while pending).
+func (p *Plugin) eventOnce(pod *corev1.Pod, rp *schedulingv1alpha1.ResourcePolicy, kind, reason, note string) {
+	rec := p.handle.EventRecorder()
+	if rec == nil {
+		return
+	}
+	key := reason + "\x00" + note
+	p.mu.Lock()
+	dup := p.reported[pod.UID] == key
+	p.reported[pod.UID] = key
+	p.mu.Unlock()
+	if dup {
+		return
+	}
+	var related runtime.Object
+	if rp != nil {
+		related = rp
+	}
+	rec.Eventf(pod, related, kind, reason, "Scheduling", "%s", note)
 }
 
 // PreBindPreFlight skips PreBind for pods without a policy.
@@ -338,7 +575,7 @@ func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod
 			where = fmt.Sprintf("unit %d (%s)", unit, rp.Spec.Units[unit].Resource)
 		}
 		rec.Eventf(pod, rp, corev1.EventTypeNormal, "ResourcePolicyUnit", "Scheduling",
-			"ResourcePolicy %s placed the pod on node %s in %s", resourcepolicy.Key(rp), nodeName, where)
+			"ResourcePolicy %s matched the pod; placed on node %s in %s", resourcepolicy.Key(rp), nodeName, where)
 	}
 	return nil
 }

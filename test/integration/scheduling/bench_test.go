@@ -55,6 +55,9 @@ func BenchmarkThroughput(b *testing.B) {
 		_ = env.Client.DeleteAllOf(ctx, &corev1.Node{}, client.MatchingLabels{poolKey: "np-bench-el"})
 	})
 	rp := policy(ns, "bench", unit(schedulingv1alpha1.ResourceECS, "np-bench-idc"), unit(schedulingv1alpha1.ResourceElastic, "np-bench-el"))
+	// A max on the IDC unit makes the plugin count the pods its units hold
+	// (the slow path): 600 pods go to IDC, the other 400 to the elastic unit.
+	rp.Spec.Units[0].Max = ptr.To[int32](benchPods * 3 / 5)
 	if err := env.Client.Create(ctx, rp); err != nil {
 		b.Fatal(err)
 	}
