@@ -87,8 +87,9 @@ func NewUpCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start the local hybrid cluster (control plane, Spillway, node simulator) on 127.0.0.1",
-		Long: "Builds what is missing, then starts etcd, kube-apiserver, kube-controller-manager, the node simulator and\n" +
-			"Spillway's binaries on 127.0.0.1, installs the CRDs and creates the node pools of a cluster file.\n" +
+		Long: "Builds what is missing, then starts etcd, kube-apiserver, kube-controller-manager, the node simulator,\n" +
+			"the metrics adapter, spillway-scheduler, spillway-gateway and spillway-manager on 127.0.0.1, installs the\n" +
+			"CRDs, creates the node pools of a cluster file and registers the metrics adapter's APIServices.\n" +
 			"Logs go to <state>/logs; `spillway down` stops everything.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -111,6 +112,7 @@ func NewUpCommand() *cobra.Command {
 			c := Config{
 				StateDir: f.stateDir, K8sBinDir: filepath.Join(f.root, "bin", "k8s-v1.37.2"), SpillwayBinDir: filepath.Join(f.root, "bin"),
 				ClusterFile: cf, CRDDir: filepath.Join(f.root, "config", "crd", "bases"), Ports: f.ports,
+				SchedulerConfig: filepath.Join(f.root, "config", "scheduler", "scheduler-config.yaml"),
 			}
 			out := cmd.OutOrStdout()
 			if !f.noBuild {
@@ -145,7 +147,9 @@ func NewUpCommand() *cobra.Command {
 	fl.IntVar(&f.ports.ManagerMetrics, "manager-metrics-port", f.ports.ManagerMetrics, "spillway-manager /metrics port")
 	fl.IntVar(&f.ports.ManagerProbe, "manager-probe-port", f.ports.ManagerProbe, "spillway-manager /healthz port")
 	fl.IntVar(&f.ports.GatewayHTTP, "gateway-port", f.ports.GatewayHTTP, "spillway-gateway OpenAI API port")
-	fl.IntVar(&f.ports.GatewayAdmin, "gateway-admin-port", f.ports.GatewayAdmin, "spillway-gateway admin port")
+	fl.IntVar(&f.ports.GatewayAdmin, "gateway-admin-port", f.ports.GatewayAdmin, "spillway-gateway admin port (/healthz, /metrics)")
+	fl.IntVar(&f.ports.MetricsAdapter, "metrics-adapter-port", f.ports.MetricsAdapter, "spillway-metrics-adapter secure port (custom.metrics.k8s.io)")
+	fl.IntVar(&f.ports.MetricsAdapterHealth, "metrics-adapter-health-port", f.ports.MetricsAdapterHealth, "spillway-metrics-adapter /healthz /readyz /metrics port")
 	return cmd
 }
 

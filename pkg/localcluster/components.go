@@ -1,7 +1,9 @@
 package localcluster
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strconv"
 )
@@ -19,6 +21,10 @@ type Ports struct {
 	GatewayHTTP    int
 	GatewayAdmin   int
 	SimletMetrics  int
+	// MetricsAdapter is the custom-metrics adapter's secure (aggregated API)
+	// port, MetricsAdapterHealth its plain /healthz /readyz /metrics port.
+	MetricsAdapter       int
+	MetricsAdapterHealth int
 }
 
 // DefaultPorts are the ports used when none are given.
@@ -26,7 +32,7 @@ func DefaultPorts() Ports {
 	return Ports{
 		EtcdClient: 23790, EtcdPeer: 23800, APIServer: 16443, KCM: 10357, Scheduler: 10359,
 		ManagerMetrics: 10360, ManagerProbe: 10362, GatewayHTTP: 18080, GatewayAdmin: 18081,
-		SimletMetrics: 10361,
+		SimletMetrics: 10361, MetricsAdapter: 10363, MetricsAdapterHealth: 10364,
 	}
 }
 
@@ -42,8 +48,36 @@ type Config struct {
 	ClusterFile string
 	// CRDDir holds the CRDs installed once kube-apiserver is ready.
 	CRDDir string
-	Ports  Ports
+	// SchedulerConfig is the KubeSchedulerConfiguration of spillway-scheduler
+	// (config/scheduler/scheduler-config.yaml: the default profile with the
+	// SpillwayResourcePolicy plugin); up writes a copy with the kubeconfig
+	// into the state folder.
+	SchedulerConfig string
+	Ports           Ports
 }
+
+// Domain is the domain of InferenceService hosts in the local cluster:
+// {name}-{namespace}.example.com, as in the seed.
+const Domain = "example.com"
+
+// MetricsAdapterNamespace and MetricsAdapterService name the ExternalName
+// Service the custom.metrics.k8s.io APIServices point at (see
+// docs/metrics-adapter.md: loopback Endpoints are refused).
+const (
+	MetricsAdapterNamespace = "spillway-system"
+	MetricsAdapterService   = "spillway-metrics-adapter"
+)
+
+// schedulerConfigPath is the scheduler configuration written by up.
+func (c Config) schedulerConfigPath() string {
+	return filepath.Join(c.StateDir, "scheduler-config.yaml")
+}
+
+// metricsAdapterCertDir holds the adapter's self-signed serving certificate.
+func (c Config) metricsAdapterCertDir() string { return c.pki("metrics-adapter") }
+
+// schedulerCertDir holds spillway-scheduler's self-signed serving certificate.
+func (c Config) schedulerCertDir() string { return c.pki("scheduler") }
 
 // Paths under the state folder.
 func (c Config) pki(name string) string { return filepath.Join(c.StateDir, "pki", name) }
@@ -71,6 +105,13 @@ type Component struct {
 	// HealthURL, if set, is polled until it answers 200 before the next
 	// component starts.
 	HealthURL string
+	// HealthCAFile, for an https HealthURL, is the PEM file (written by the
+	// process itself) whose certificates verify it.
+	HealthCAFile string
+	// Before runs before the process starts (e.g. writes its configuration).
+	Before func(Config) error `json:"-"`
+	// After runs once the process is healthy (e.g. registers it).
+	After func(context.Context, Config, io.Writer) error `json:"-"`
 }
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
@@ -124,8 +165,11 @@ func Components(c Config) []Component {
 				"--requestheader-username-headers=X-Remote-User",
 				"--proxy-client-cert-file=" + c.pki(FileProxyClientCert),
 				"--proxy-client-key-file=" + c.pki(FileProxyClientKey),
-				"--enable-aggregator-routing=true",
+				// No --enable-aggregator-routing: the metrics adapter's
+				// APIService goes through an ExternalName Service of
+				// localhost, which only the default service routing follows.
 			},
+			After: func(ctx context.Context, c Config, out io.Writer) error { return Bootstrap(ctx, c, c.CRDDir, out) },
 		},
 		{
 			Name: "kube-controller-manager", Binary: k8s("kube-controller-manager"),
@@ -155,21 +199,48 @@ func Components(c Config) []Component {
 			HealthURL: "http://" + addr(p.SimletMetrics) + "/healthz",
 		},
 		{
-			Name: "spillway-scheduler", Binary: sw("spillway-scheduler"), Optional: true,
+			Name: "spillway-metrics-adapter", Binary: sw("spillway-metrics-adapter"), Optional: true,
 			Args: []string{
-				"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
-				"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(p.Scheduler), "--leader-elect=false",
+				"--kubeconfig=" + kc,
+				"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(p.MetricsAdapter),
+				"--cert-dir=" + c.metricsAdapterCertDir(),
+				"--serving-dns-names=" + MetricsAdapterService + "." + MetricsAdapterNamespace + ".svc",
+				"--health-addr=" + addr(p.MetricsAdapterHealth),
+				"--scrape-interval=2s", "--scrape-timeout=1s",
 			},
+			HealthURL: "http://" + addr(p.MetricsAdapterHealth) + "/readyz",
+			After:     RegisterMetricsAdapter,
 		},
 		{
-			Name: "spillway-manager", Binary: sw("spillway-manager"), Optional: true,
-			Args:      []string{"--kubeconfig=" + kc, "--metrics-bind-address=" + addr(p.ManagerMetrics), "--health-probe-bind-address=" + addr(p.ManagerProbe)},
-			HealthURL: "http://" + addr(p.ManagerProbe) + "/healthz",
+			Name: "spillway-scheduler", Binary: sw("spillway-scheduler"), Optional: true,
+			Args: []string{
+				"--config=" + c.schedulerConfigPath(),
+				"--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+				"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(p.Scheduler),
+				"--cert-dir=" + c.schedulerCertDir(),
+			},
+			HealthURL:    "https://" + addr(p.Scheduler) + "/healthz",
+			HealthCAFile: filepath.Join(c.schedulerCertDir(), "kube-scheduler.crt"),
+			Before:       WriteSchedulerConfig,
 		},
 		{
 			Name: "spillway-gateway", Binary: sw("spillway-gateway"), Optional: true,
-			Args:      []string{"--kubeconfig=" + kc, "--listen=" + addr(p.GatewayHTTP), "--admin-listen=" + addr(p.GatewayAdmin)},
+			Args: []string{
+				"--kubeconfig=" + kc, "--listen=" + addr(p.GatewayHTTP), "--admin-listen=" + addr(p.GatewayAdmin),
+				// EndpointSlices refuse the pods' 127.x addresses.
+				"--endpoints-from=pods", "--domain=" + Domain,
+			},
 			HealthURL: "http://" + addr(p.GatewayAdmin) + "/healthz",
+		},
+		{
+			Name: "spillway-manager", Binary: sw("spillway-manager"), Optional: true,
+			Args: []string{
+				"--kubeconfig=" + kc, "--metrics-bind-address=" + addr(p.ManagerMetrics), "--health-probe-bind-address=" + addr(p.ManagerProbe),
+				"--domain=" + Domain,
+				// The llm autoscaler reads the gateway's in-flight counts.
+				"--gateway-url=http://" + addr(p.GatewayAdmin) + "/metrics",
+			},
+			HealthURL: "http://" + addr(p.ManagerProbe) + "/healthz",
 		},
 	}
 }

@@ -1,8 +1,18 @@
 package localcluster
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,7 +93,7 @@ func TestComponentsListenOnLoopbackOnly(t *testing.T) {
 				t.Errorf("%s: flag %q has no value", comp.Name, a)
 				continue
 			}
-			if !strings.Contains(k, "listen") && !strings.Contains(k, "bind") && !strings.Contains(k, "address") {
+			if !strings.Contains(k, "listen") && !strings.Contains(k, "bind") && !strings.Contains(k, "addr") && !strings.Contains(k, "url") {
 				continue
 			}
 			v = strings.TrimPrefix(strings.TrimPrefix(v, "http://"), "https://")
@@ -96,7 +106,8 @@ func TestComponentsListenOnLoopbackOnly(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"etcd", "kube-apiserver", "kube-controller-manager", "spillway-simlet", "spillway-scheduler", "spillway-manager", "spillway-gateway"}
+	want := []string{"etcd", "kube-apiserver", "kube-controller-manager", "spillway-simlet", "spillway-metrics-adapter",
+		"spillway-scheduler", "spillway-gateway", "spillway-manager"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("components (-want,+got):\n%s", diff)
 	}
@@ -124,7 +135,7 @@ func TestAPIServerFlags(t *testing.T) {
 		"--etcd-servers":                     "http://127.0.0.1:7379",
 		"--advertise-address":                "127.0.0.1",
 		"--endpoint-reconciler-type":         "none",
-		"--enable-aggregator-routing":        "true",
+		"--enable-aggregator-routing":        "", // the ExternalName Service of the metrics adapter needs service routing
 		"--requestheader-allowed-names":      FrontProxyClientName,
 		"--requestheader-client-ca-file":     "/s/pki/" + FileFrontProxyCACert,
 		"--proxy-client-cert-file":           "/s/pki/" + FileProxyClientCert,
@@ -197,4 +208,101 @@ func FuzzParseClusterFile(f *testing.F) {
 			t.Error("no error and no pools")
 		}
 	})
+}
+
+func componentArgs(t *testing.T, c Config, name string) map[string]string {
+	t.Helper()
+	for _, comp := range Components(c) {
+		if comp.Name == name {
+			args := map[string]string{}
+			for _, a := range comp.Args {
+				k, v, _ := strings.Cut(a, "=")
+				args[k] = v
+			}
+			return args
+		}
+	}
+	t.Fatalf("no component %s", name)
+	return nil
+}
+
+func TestSpillwayComponentFlags(t *testing.T) {
+	c := Config{StateDir: "/s", K8sBinDir: "/k", SpillwayBinDir: "/b", Ports: DefaultPorts()}
+	for name, want := range map[string]map[string]string{
+		"spillway-gateway": {"--endpoints-from": "pods", "--domain": "example.com", "--listen": "127.0.0.1:18080", "--admin-listen": "127.0.0.1:18081"},
+		"spillway-manager": {"--domain": "example.com", "--gateway-url": "http://127.0.0.1:18081/metrics"},
+		"spillway-scheduler": {"--config": "/s/scheduler-config.yaml", "--bind-address": "127.0.0.1", "--secure-port": "10359",
+			"--kubeconfig": ""},
+		"spillway-metrics-adapter": {"--secure-port": "10363", "--bind-address": "127.0.0.1", "--health-addr": "127.0.0.1:10364",
+			"--serving-dns-names": "spillway-metrics-adapter.spillway-system.svc", "--cert-dir": "/s/pki/metrics-adapter"},
+	} {
+		args := componentArgs(t, c, name)
+		for k, v := range want {
+			if args[k] != v {
+				t.Errorf("%s %s = %q, want %q", name, k, args[k], v)
+			}
+		}
+	}
+}
+
+func TestWriteSchedulerConfig(t *testing.T) {
+	c := Config{StateDir: t.TempDir(), SchedulerConfig: filepath.Join("..", "..", "config", "scheduler", "scheduler-config.yaml")}
+	if err := WriteSchedulerConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(c.schedulerConfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"kubeconfig: " + c.KubeconfigPath(), "name: SpillwayResourcePolicy", "schedulerName: default-scheduler", "leaderElect: false"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("scheduler config lacks %q:\n%s", want, b)
+		}
+	}
+	for _, tc := range []struct{ file, content, want string }{
+		{"", "", "no scheduler configuration given"},
+		{"kube.yaml", "kind: Pod\n", "want KubeSchedulerConfiguration"},
+		{"missing.yaml", "-", "reading the scheduler configuration"},
+	} {
+		bad := c
+		if tc.file != "" {
+			bad.SchedulerConfig = filepath.Join(c.StateDir, tc.file)
+			if tc.content != "-" {
+				_ = os.WriteFile(bad.SchedulerConfig, []byte(tc.content), 0o600)
+			}
+		} else {
+			bad.SchedulerConfig = ""
+		}
+		if err := WriteSchedulerConfig(bad); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.file, err, tc.want)
+		}
+	}
+}
+
+// An https health endpoint is verified with the certificate file the process
+// writes as it starts: refused before the file exists, accepted after.
+func TestHealthProbeWithProcessCertificate(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "kube-scheduler.crt")
+	c := Config{}
+	url, client := c.healthProbe(Component{Name: "x", HealthURL: srv.URL + "/healthz", HealthCAFile: file}, nil)
+	if err := probe(context.Background(), client, url); err == nil {
+		t.Fatal("probe succeeded without the certificate file")
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "other"}, IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	other, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other}), 0o600)
+	if err := probe(context.Background(), client, url); err == nil {
+		t.Fatal("probe trusted a certificate not in the file")
+	}
+	_ = os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
+	if err := probe(context.Background(), client, url); err != nil {
+		t.Fatalf("probe with the process's certificate: %v", err)
+	}
 }
