@@ -51,7 +51,7 @@ const (
 // with the SpillwayResourcePolicy plugin) and configured by the shipped
 // config/scheduler/scheduler-config.yaml: the scheduler whose decisions the
 // node autoscaler simulates.
-func startScheduler(t *testing.T, env *framework.Env) {
+func startScheduler(t testing.TB, env *framework.Env) {
 	t.Helper()
 	root, err := framework.RepoRoot()
 	if err != nil {
@@ -133,7 +133,15 @@ func (m *manager) stop() {
 
 // startManager runs a manager with the nodepool controller and prov as the
 // "fake" provider until stopped or the test ends.
-func startManager(t *testing.T, env *framework.Env, prov cloudprovider.Provider, backoff time.Duration) *manager {
+func startManager(t testing.TB, env *framework.Env, prov cloudprovider.Provider, backoff time.Duration) *manager {
+	t.Helper()
+	return startManagerWith(t, env, prov, nodepool.Options{Debounce: 100 * time.Millisecond,
+		ScanInterval: 500 * time.Millisecond, Backoff: backoff})
+}
+
+// startManagerWith is startManager with the controller's options (the
+// providers and registerer are set here).
+func startManagerWith(t testing.TB, env *framework.Env, prov cloudprovider.Provider, opts nodepool.Options) *manager {
 	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Client.Scheme(),
@@ -151,13 +159,9 @@ func startManager(t *testing.T, env *framework.Env, prov cloudprovider.Provider,
 	if err := deletioncost.SetupWithManager(mgr); err != nil {
 		t.Fatalf("setting up the deletion-cost controller: %v", err)
 	}
-	err = nodepool.SetupWithManager(mgr, nodepool.Options{
-		Providers:    cloudprovider.Registry{fake.Name: prov},
-		Debounce:     100 * time.Millisecond,
-		ScanInterval: 500 * time.Millisecond,
-		Backoff:      backoff,
-		Registerer:   reg,
-	})
+	opts.Providers = cloudprovider.Registry{fake.Name: prov}
+	opts.Registerer = reg
+	err = nodepool.SetupWithManager(mgr, opts)
 	if err != nil {
 		t.Fatalf("setting up the nodepool controller: %v", err)
 	}
@@ -175,7 +179,7 @@ func startManager(t *testing.T, env *framework.Env, prov cloudprovider.Provider,
 
 // startKubelet plays every kubelet of the cluster: bound pods become Running
 // and Ready, and pods being deleted go away at once.
-func startKubelet(t *testing.T, env *framework.Env) {
+func startKubelet(t testing.TB, env *framework.Env) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -214,7 +218,7 @@ func gpuList(cpu string, gpus int64) corev1.ResourceList {
 
 // idcNode registers the IDC node: Ready with one GPU, labelled only with the
 // ACK pool id (the controller adds the rest).
-func idcNode(t *testing.T, env *framework.Env) *corev1.Node {
+func idcNode(t testing.TB, env *framework.Env) *corev1.Node {
 	t.Helper()
 	pool := &spillwayv1alpha1.NodePool{ObjectMeta: metav1.ObjectMeta{Name: "gpu-v100-edge"},
 		Spec: spillwayv1alpha1.NodePoolSpec{Template: spillwayv1alpha1.NodeTemplate{CPU: ptr.To(resource.MustParse("8")), GPUs: 1}}}
@@ -270,7 +274,7 @@ func deployment(replicas int32) *appsv1.Deployment {
 					Resources: corev1.ResourceRequirements{Requests: gpuList("4", 1), Limits: gpuList("4", 1)}}}}}}}
 }
 
-func create(t *testing.T, env *framework.Env, objs ...client.Object) {
+func create(t testing.TB, env *framework.Env, objs ...client.Object) {
 	t.Helper()
 	for _, o := range objs {
 		if err := env.Client.Create(context.Background(), o); err != nil {
@@ -353,10 +357,15 @@ func metav1ListOptions() metav1.ListOptions { return metav1.ListOptions{} }
 
 // watchUnschedulable records when each app pod is first seen unschedulable;
 // the returned func gives a copy of what it saw.
-func watchUnschedulable(t *testing.T, env *framework.Env) func() map[string]time.Time {
+func watchUnschedulable(t testing.TB, env *framework.Env) func() map[string]time.Time {
+	return watchUnschedulableOf(t, env, "app="+app)
+}
+
+// watchUnschedulableOf is watchUnschedulable for the pods of a label selector.
+func watchUnschedulableOf(t testing.TB, env *framework.Env, selector string) func() map[string]time.Time {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := env.Clientset.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+	w, err := env.Clientset.CoreV1().Pods("default").Watch(ctx, metav1.ListOptions{LabelSelector: selector})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -391,7 +400,7 @@ func watchUnschedulable(t *testing.T, env *framework.Env) func() map[string]time
 }
 
 // histogram returns the sum and count of a histogram the manager registered.
-func histogram(t *testing.T, m *manager, name string) (float64, uint64) {
+func histogram(t testing.TB, m *manager, name string) (float64, uint64) {
 	t.Helper()
 	mfs, err := m.reg.Gather()
 	if err != nil {
@@ -407,7 +416,7 @@ func histogram(t *testing.T, m *manager, name string) (float64, uint64) {
 }
 
 // dumpOnFailure logs pods, nodes and pools when the test fails.
-func dumpOnFailure(t *testing.T, env *framework.Env) {
+func dumpOnFailure(t testing.TB, env *framework.Env) {
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
