@@ -17,6 +17,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	schedulingv1 "k8s.io/api/scheduling/v1"
+
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/cloudprovider/fake"
 )
@@ -128,6 +130,32 @@ func waitMessage(t *testing.T, ns, name string, want ...string) {
 		return err == nil, err
 	})
 	t.Logf("pod %s: %s", name, last)
+}
+
+// waitEvent waits for an event of reason on pod name whose note contains
+// every want.
+func waitEvent(t *testing.T, ns, name, reason string, want ...string) {
+	t.Helper()
+	eventually(t, 20*time.Second, fmt.Sprintf("a %s event on pod %s with %q", reason, name, want), func(ctx context.Context) (bool, error) {
+		evs, err := env.Clientset.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+	next:
+		for _, e := range evs.Items {
+			if e.Reason != reason || e.Regarding.Name != name {
+				continue
+			}
+			for _, w := range want {
+				if !strings.Contains(e.Note, w) {
+					continue next
+				}
+			}
+			t.Logf("event %s on %s: %s", reason, name, e.Note)
+			return true, nil
+		}
+		return false, nil
+	})
 }
 
 // TestSeedScenario: IDC node with 1 GPU, elastic pool without nodes, three
@@ -308,6 +336,7 @@ func TestTimeoutOrExceedMax(t *testing.T) {
 	b := pod(ns, "b", 1)
 	create(t, b)
 	waitMessage(t, ns, "b", "waiting at unit 0", "TimeoutOrExceedMax")
+	waitEvent(t, ns, "b", "ResourcePolicyWaiting", "waiting at unit 0 (ecs)", "TimeoutOrExceedMax", "4s after creation")
 	eventually(t, 20*time.Second, "pod b on elastic after the timeout", func(ctx context.Context) (bool, error) {
 		var p corev1.Pod
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(b), &p); err != nil {
@@ -330,13 +359,15 @@ func TestBadInput(t *testing.T) {
 	addNode(t, "bad-0", "np-bad", 4)
 	create(t, policy(ns, "one", unit(schedulingv1alpha1.ResourceECS, "np-bad")), policy(ns, "two", unit(schedulingv1alpha1.ResourceECS, "np-bad")), pod(ns, "a", 1))
 	waitMessage(t, ns, "a", "matched by 2 ResourcePolicies", ns+"/one", ns+"/two")
+	waitEvent(t, ns, "a", "ResourcePolicyConflict", "matched by 2 ResourcePolicies", ns+"/one", ns+"/two")
 
 	ns2 := namespace(t, "bad-keys")
 	rp := policy(ns2, "keyed", unit(schedulingv1alpha1.ResourceECS, "np-bad"))
 	rp.Spec.MatchLabelKeys = []string{"pod-template-hash"}
 	rp.Spec.Units[0].Max = ptr.To[int32](2)
 	create(t, rp, pod(ns2, "a", 1))
-	waitMessage(t, ns2, "a", `lacks label "pod-template-hash"`)
+	waitMessage(t, ns2, "a", `lacks label "pod-template-hash"`, "matchLabelKeys of ResourcePolicy "+ns2+"/keyed")
+	waitEvent(t, ns2, "a", "ResourcePolicyMissingLabel", `lacks label "pod-template-hash"`)
 
 	invalid := map[string]func(*schedulingv1alpha1.ResourcePolicy){
 		"no units":     func(p *schedulingv1alpha1.ResourcePolicy) { p.Spec.Units = nil },
@@ -360,5 +391,60 @@ func TestBadInput(t *testing.T) {
 		} else {
 			t.Logf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestPreemptPolicy: an IDC node holding a low-priority pod of the policy
+// and an elastic node with room. A high-priority pod goes to the elastic
+// node under AfterAllUnits (preemption only once every unit failed), but
+// preempts the low-priority pod and takes the IDC node under BeforeNextUnit.
+// Under BeforeNextUnit a pod that cannot preempt (same priority) still moves
+// on to the elastic unit.
+func TestPreemptPolicy(t *testing.T) {
+	for _, pc := range []*schedulingv1.PriorityClass{
+		{ObjectMeta: metav1.ObjectMeta{Name: "spillway-test-low"}, Value: 10},
+		{ObjectMeta: metav1.ObjectMeta{Name: "spillway-test-high"}, Value: 1000},
+	} {
+		create(t, pc)
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), pc) })
+	}
+	withPriority := func(p *corev1.Pod, class string) *corev1.Pod {
+		p.Spec.PriorityClassName = class
+		return p
+	}
+	for _, preempt := range []schedulingv1alpha1.PreemptPolicy{schedulingv1alpha1.PreemptAfterAllUnits, schedulingv1alpha1.PreemptBeforeNextUnit} {
+		t.Run(string(preempt), func(t *testing.T) {
+			name := strings.ToLower(string(preempt))
+			ns := namespace(t, "preempt-"+name)
+			idc, el := "pre-"+name+"-idc", "pre-"+name+"-el"
+			addNode(t, idc+"-0", "np-"+idc, 1)
+			addNode(t, el+"-0", "np-"+el, 1)
+			rp := policy(ns, "p", unit(schedulingv1alpha1.ResourceECS, "np-"+idc), unit(schedulingv1alpha1.ResourceElastic, "np-"+el))
+			rp.Spec.PreemptPolicy = preempt
+			create(t, rp, withPriority(pod(ns, "low", 1), "spillway-test-low"))
+			eventually(t, 20*time.Second, "the low-priority pod on IDC", func(ctx context.Context) (bool, error) {
+				pl, err := placement(ctx, ns)
+				return err == nil && pl["low"] == idc+"-0", err
+			})
+			create(t, withPriority(pod(ns, "high", 1), "spillway-test-high"))
+			if preempt == schedulingv1alpha1.PreemptAfterAllUnits {
+				eventually(t, 20*time.Second, "the high-priority pod on elastic, nothing preempted", func(ctx context.Context) (bool, error) {
+					pl, err := placement(ctx, ns)
+					return err == nil && cmp.Equal(map[string]string{"low": idc + "-0", "high": el + "-0"}, pl), err
+				})
+				return
+			}
+			eventually(t, 30*time.Second, "the high-priority pod on IDC, the low-priority one preempted", func(ctx context.Context) (bool, error) {
+				pl, err := placement(ctx, ns)
+				return err == nil && cmp.Equal(map[string]string{"high": idc + "-0"}, pl), err
+			})
+			// Same priority as the pod on IDC: no victim there, so it moves on.
+			create(t, withPriority(pod(ns, "peer", 1), "spillway-test-high"))
+			eventually(t, 30*time.Second, "the peer pod on elastic", func(ctx context.Context) (bool, error) {
+				pl, err := placement(ctx, ns)
+				return err == nil && pl["peer"] == el+"-0", err
+			})
+			waitEvent(t, ns, "peer", "ResourcePolicyNextUnit", "no node of unit 0 (ecs) fits", "BeforeNextUnit")
+		})
 	}
 }
