@@ -88,6 +88,8 @@ func BenchmarkScaleUp(b *testing.B) {
 		}
 		reaction += first.Sub(earliest)
 		running += allRunning.Sub(first)
+		b.Logf("iteration %d: reaction %v, provider call -> %d pods Running %v", i, first.Sub(earliest).Round(time.Millisecond),
+			pods, allRunning.Sub(first).Round(time.Millisecond))
 		if got := createdNodes(calls, pool.Name); got != pods {
 			b.Fatalf("iteration %d: bought %d nodes for %d one-GPU pods", i, got, pods)
 		}
