@@ -1,7 +1,10 @@
 // Package localcluster_test starts the local hybrid cluster for real (etcd,
-// kube-apiserver, kube-controller-manager, the node simulator) in a temporary
-// state folder on free ports, runs a pod on a simulated node, cuts a pool's
-// heartbeats and stops everything.
+// kube-apiserver, kube-controller-manager, the node simulator, the metrics
+// adapter, spillway-scheduler, spillway-gateway and spillway-manager) in a
+// temporary state folder on free ports, runs a pod on a simulated node, runs
+// the seed's vLLM command line on the engine simulator and reaches it on its
+// pod IP, through the custom metrics API and through the gateway, cuts a
+// pool's heartbeats and stops everything.
 package localcluster_test
 
 import (
@@ -55,20 +58,24 @@ func TestUpRunPodDown(t *testing.T) {
 		t.Skip("control plane not built (make k8s)")
 	}
 	binDir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/spillway-io/spillway/cmd/spillway-simlet").CombinedOutput(); err != nil {
-		t.Fatalf("building spillway-simlet: %v\n%s", err, out)
+	build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/spillway-simlet", "./cmd/spillway-metrics-adapter",
+		"./cmd/spillway-scheduler", "./cmd/spillway-gateway", "./cmd/spillway-manager")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building Spillway's binaries: %v\n%s", err, out)
 	}
 	c := localcluster.Config{
 		StateDir: t.TempDir(), K8sBinDir: k8sBin, SpillwayBinDir: binDir,
-		ClusterFile: filepath.Join(root, "config", "clusters", "default.yaml"),
-		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
+		ClusterFile:     filepath.Join(root, "config", "clusters", "default.yaml"),
+		CRDDir:          filepath.Join(root, "config", "crd", "bases"),
+		SchedulerConfig: filepath.Join(root, "config", "scheduler", "scheduler-config.yaml"),
 		Ports: localcluster.Ports{
 			EtcdClient: freePort(t), EtcdPeer: freePort(t), APIServer: freePort(t), KCM: freePort(t), Scheduler: freePort(t),
 			ManagerMetrics: freePort(t), ManagerProbe: freePort(t), GatewayHTTP: freePort(t), GatewayAdmin: freePort(t),
-			SimletMetrics: freePort(t),
+			SimletMetrics: freePort(t), MetricsAdapter: freePort(t), MetricsAdapterHealth: freePort(t),
 		},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	defer func() {
@@ -82,7 +89,8 @@ func TestUpRunPodDown(t *testing.T) {
 			}
 		}
 		if t.Failed() {
-			for _, n := range []string{"kube-apiserver", "kube-controller-manager", "spillway-simlet"} {
+			for _, comp := range localcluster.Components(c) {
+				n := comp.Name
 				b, _ := os.ReadFile(filepath.Join(c.LogDir(), n+".log"))
 				if len(b) > 4000 {
 					b = b[len(b)-4000:]
@@ -91,10 +99,16 @@ func TestUpRunPodDown(t *testing.T) {
 			}
 		}
 	}()
+	began := time.Now()
 	if err := localcluster.Up(ctx, c, &out, time.Now()); err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
-	t.Logf("up:\n%s", out.String())
+	t.Logf("up in %s:\n%s", time.Since(began).Round(time.Millisecond), out.String())
+	for _, s := range localcluster.Status(ctx, c) {
+		if !s.Running || !s.Healthy {
+			t.Errorf("after up, %s: running %v healthy %v", s.Name, s.Running, s.Healthy)
+		}
+	}
 
 	rc, err := clientcmd.BuildConfigFromFlags("", c.KubeconfigPath())
 	if err != nil {
@@ -162,6 +176,8 @@ func TestUpRunPodDown(t *testing.T) {
 		_, err := cs.CoreV1().Pods("default").Get(ctx, "engine", metav1.GetOptions{})
 		return err != nil
 	})
+
+	seedEngine(ctx, t, c, cs, rc)
 
 	// Cutting the edge pool's heartbeats: the node lifecycle controller marks
 	// its node not Ready (grace period 20s) while the control node stays Ready.
