@@ -45,8 +45,16 @@ type body struct {
 
 // Parse reads the routing fields of a request body. The body must be one JSON
 // object with a non-empty string "model"; "stream", when present, must be a
-// boolean. maxPrefix bounds Request.Prefix.
+// boolean. maxPrefix bounds Request.Prefix, which shares data's memory.
 func Parse(data []byte, maxPrefix int) (Request, error) {
+	if r, ok := parseFast(data, maxPrefix); ok {
+		return r, nil
+	}
+	return parseSlow(data, maxPrefix)
+}
+
+// parseSlow is Parse with encoding/json, for what parseFast leaves aside.
+func parseSlow(data []byte, maxPrefix int) (Request, error) {
 	var b body
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {

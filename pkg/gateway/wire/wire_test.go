@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http/httptest"
@@ -130,4 +131,44 @@ func FuzzEventReader(f *testing.F) {
 			t.Fatalf("events hold %d bytes of %d: the reader must pass every byte on", total, len(in))
 		}
 	})
+}
+
+// FuzzParseFast checks that the allocation-free scanner agrees with
+// encoding/json: whatever it accepts is valid JSON and parses to the same
+// request as the encoding/json path.
+func FuzzParseFast(f *testing.F) {
+	for _, s := range []string{`{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}`,
+		`{"model":"m","prompt":[1,2.5e-3,-0,true,false,null,{"a":{}}],"input":[],"stream":false}`,
+		`{"Model":"m"}`, `{"model":"m","model":"n"}`, `{"model":"\u006d"}`, `{"model":"m","x":"\ud800"}`,
+		`{"model":"m","x":01}`, `{"model":"m","x":1.}`, `{"model":"m","x":"a` + "\x01" + `"}`, " {} ", `{"model":"é"}`} {
+		f.Add([]byte(s), 16)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, maxPrefix int) {
+		maxPrefix = max(0, maxPrefix%4096)
+		fast, ok := parseFast(body, maxPrefix)
+		if !ok {
+			return
+		}
+		if !json.Valid(body) {
+			t.Fatalf("fast path accepted invalid JSON %q", body)
+		}
+		slow, err := parseSlow(body, maxPrefix)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json refused it: %v", body, err)
+		}
+		if d := cmp.Diff(slow, fast); d != "" {
+			t.Fatalf("%q: (-encoding/json +fast):\n%s", body, d)
+		}
+	})
+}
+
+func TestParseFastTakesCommonBodies(t *testing.T) {
+	for _, b := range []string{
+		`{"model":"qwen","messages":[{"role":"user","content":"你好"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"model":"qwen-7b","prompt":"x","temperature":0.7,"top_p":1e-1,"stop":["\n"],"seed":-3}`,
+	} {
+		if _, ok := parseFast([]byte(b), 256); !ok {
+			t.Errorf("fast path refused %s", b)
+		}
+	}
 }
