@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/spillway-io/spillway/pkg/engine/enginesim"
@@ -383,5 +385,81 @@ func TestReconcileCrashLoop(t *testing.T) {
 	clk.Step(time.Second)
 	if cs = status(); cs.RestartCount != 2 || !strings.HasPrefix(cs.State.Waiting.Message, "back-off 20s") {
 		t.Fatalf("after the 10s back-off: %+v", cs)
+	}
+}
+
+// blockingRuntime's runners stop only when released (a long drain).
+type blockingRuntime struct{ release chan struct{} }
+
+func (b blockingRuntime) Start(context.Context, *corev1.Pod, string, GPU) (Runner, error) {
+	return &blockingRunner{release: b.release, done: make(chan struct{})}, nil
+}
+
+type blockingRunner struct {
+	release, done chan struct{}
+	once          sync.Once
+}
+
+func (r *blockingRunner) Ready() bool           { return true }
+func (r *blockingRunner) Done() <-chan struct{} { return r.done }
+func (r *blockingRunner) Err() error            { return nil }
+func (r *blockingRunner) SMUtil() float64       { return 0 }
+func (r *blockingRunner) Stop(ctx context.Context) error {
+	select {
+	case <-r.release:
+	case <-ctx.Done():
+	}
+	r.once.Do(func() { close(r.done) })
+	return nil
+}
+
+// A deleted pod drains aside: its reconcile returns at once, so other pods
+// are not held up for the grace period.
+func TestReconcileDoesNotWaitForDrain(t *testing.T) {
+	pod := testPod()
+	pod.Finalizers = []string{"test/keep"} // keeps the object once deleted
+	s, cl, _, _ := newTestSimlet(t, pod)
+	release := make(chan struct{})
+	s.runtime = blockingRuntime{release: release}
+	ctx := context.Background()
+	req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "default", Name: "p"}}
+	if _, err := s.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	r := s.pods[pod.UID].runner.(*blockingRunner)
+	s.mu.Unlock()
+	if err := cl.Delete(ctx, pod, client.GracePeriodSeconds(30)); err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan error, 1)
+	go func() {
+		var err error
+		for range 3 {
+			if _, err = s.Reconcile(ctx, req); err != nil {
+				break
+			}
+		}
+		returned <- err
+	}()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("reconciling a draining pod waits for the drain")
+	}
+	select {
+	case <-r.done:
+		t.Fatal("stopped before the drain ended")
+	default:
+	}
+	close(release)
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("runner not stopped after the drain")
 	}
 }

@@ -63,7 +63,23 @@ func (s *Simlet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 	}
 
 	if pod.DeletionTimestamp != nil {
-		return reconcile.Result{}, s.terminate(ctx, pod, ps)
+		// Draining may take the whole grace period: done aside, so other
+		// pods keep being reconciled meanwhile.
+		s.mu.Lock()
+		busy := ps.terminating
+		ps.terminating = true
+		s.mu.Unlock()
+		if !busy {
+			go func() {
+				if err := s.terminate(context.WithoutCancel(ctx), pod, ps); err != nil {
+					logger.Error(err, "terminating pod")
+					s.mu.Lock()
+					ps.terminating = false
+					s.mu.Unlock()
+				}
+			}()
+		}
+		return reconcile.Result{RequeueAfter: pollEvery}, nil
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return reconcile.Result{}, nil

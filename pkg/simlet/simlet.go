@@ -82,6 +82,8 @@ type podState struct {
 	stop      chan struct{}
 	// runs counts the runs started; crashes the exits in a row (back-off).
 	runs, crashes int
+	// terminating: the pod was deleted and is being stopped.
+	terminating bool
 }
 
 // Option configures a Simlet.
