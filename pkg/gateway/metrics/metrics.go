@@ -36,7 +36,11 @@ type Metrics struct {
 
 type svcKey struct{ namespace, name string }
 
-type counts struct{ inFlight, held int64 }
+type counts struct {
+	inFlight, held int64
+	// the gauges' children, resolved once
+	gInFlight, gHeld prometheus.Gauge
+}
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 7.5, 10, 20, 30, 60, 120}
 
@@ -80,19 +84,25 @@ func (m *Metrics) add(ns, name string, inFlight, held int64) {
 	k := svcKey{ns, name}
 	c := m.inflight[k]
 	if c == nil {
-		c = &counts{}
+		c = &counts{gInFlight: m.InFlight.WithLabelValues(ns, name), gHeld: m.Held.WithLabelValues(ns, name)}
 		m.inflight[k] = c
 	}
 	c.inFlight += inFlight
 	c.held += held
 	m.mu.Unlock()
 	if inFlight != 0 {
-		m.InFlight.WithLabelValues(ns, name).Add(float64(inFlight))
+		c.gInFlight.Add(float64(inFlight))
 	}
 	if held != 0 {
-		m.Held.WithLabelValues(ns, name).Add(float64(held))
+		c.gHeld.Add(float64(held))
 	}
 }
+
+// Enter counts a request of a service in flight until Leave.
+func (m *Metrics) Enter(ns, name string) { m.add(ns, name, 1, 0) }
+
+// Leave ends a request counted by Enter.
+func (m *Metrics) Leave(ns, name string) { m.add(ns, name, -1, 0) }
 
 // Begin counts a request of a service in flight; the returned func ends it.
 func (m *Metrics) Begin(ns, name string) (end func()) {

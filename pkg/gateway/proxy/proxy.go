@@ -255,6 +255,7 @@ type request struct {
 	svc     *routing.Service
 	start   time.Time
 	noRetry bool
+	pm      *metrics.PoolMetrics // of the replica being tried
 }
 
 func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start time.Time) {
@@ -284,7 +285,9 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start t
 			return
 		}
 	}
-	defer g.metrics.Begin(svc.Namespace, svc.Name)()
+	inNS, inName := svc.Namespace, svc.Name
+	g.metrics.Enter(inNS, inName)
+	defer g.metrics.Leave(inNS, inName)
 
 	key := svc.Key()
 	if len(svc.Endpoints) == 0 {
@@ -351,7 +354,11 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 
 // finish records a finished request.
 func (g *Gateway) finish(svc *routing.Service, pool string, code int, reason string, start time.Time) {
-	pm := g.metrics.Pool(svc.Namespace, svc.Name, pool)
+	g.finishPM(svc, g.metrics.Pool(svc.Namespace, svc.Name, pool), pool, code, reason, start)
+}
+
+// finishPM is finish with the pool's metrics at hand.
+func (g *Gateway) finishPM(svc *routing.Service, pm *metrics.PoolMetrics, pool string, code int, reason string, start time.Time) {
 	if code == http.StatusOK {
 		pm.OK.Inc()
 	} else {
@@ -366,7 +373,7 @@ func (g *Gateway) finish(svc *routing.Service, pool string, code int, reason str
 }
 
 // snapshot builds the balancer's view of the service's endpoints.
-func (g *Gateway) snapshot(svc *routing.Service, tried map[string]bool, now time.Time) []balancer.Endpoint {
+func (g *Gateway) snapshot(svc *routing.Service, tried addrSet, now time.Time) []balancer.Endpoint {
 	eps := make([]balancer.Endpoint, len(svc.Endpoints))
 	healthy := 0
 	for i, e := range svc.Endpoints {
@@ -375,7 +382,7 @@ func (g *Gateway) snapshot(svc *routing.Service, tried map[string]bool, now time
 		if l, ok := u.Load(now, g.cfg.LoadMaxAge); ok {
 			be.Scraped, be.Waiting, be.Running, be.KVUsage = true, l.Waiting, l.Running, l.KVUsage
 		}
-		be.Excluded = tried[e.Address] || u.Ejected(now)
+		be.Excluded = tried.has(e.Address) || u.Ejected(now)
 		if !be.Excluded {
 			healthy++
 		}
@@ -383,7 +390,7 @@ func (g *Gateway) snapshot(svc *routing.Service, tried map[string]bool, now time
 	}
 	if healthy == 0 { // every untried replica is ejected: try them rather than fail
 		for i := range eps {
-			eps[i].Excluded = tried[eps[i].Address]
+			eps[i].Excluded = tried.has(eps[i].Address)
 		}
 	}
 	return eps
@@ -396,10 +403,23 @@ func (g *Gateway) pick(svc *routing.Service, eps []balancer.Endpoint, prefix []b
 	return balancer.Pick(svc.Policy, eps, req, g.rnd)
 }
 
+// addrSet is the few replicas a request tried.
+type addrSet []string
+
+func (s addrSet) has(a string) bool {
+	for _, x := range s {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
 // forward tries replicas until one answers.
 func (g *Gateway) forward(ctx context.Context, req *request) {
 	svc := req.svc
-	tried := map[string]bool{}
+	var triedBuf [4]string
+	tried := addrSet(triedBuf[:0])
 	var lastErr error
 	lastPool := ""
 	for attempt := 0; attempt < g.cfg.MaxAttempts; attempt++ {
@@ -410,7 +430,9 @@ func (g *Gateway) forward(ctx context.Context, req *request) {
 			break
 		}
 		ep := eps[i]
-		tried[ep.Address] = true
+		if !tried.has(ep.Address) {
+			tried = append(tried, ep.Address)
+		}
 		lastPool = ep.Pool
 		if attempt > 0 {
 			g.metrics.Retries.WithLabelValues(svc.Namespace, svc.Name).Inc()
@@ -480,7 +502,8 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 	up := g.upstreams.Get(ep.Address)
 	endUp := up.Begin()
 	defer endUp()
-	poolGauge := g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool).InFlight
+	req.pm = g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool)
+	poolGauge := req.pm.InFlight
 	poolGauge.Inc()
 	defer poolGauge.Dec()
 
@@ -588,6 +611,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	svc := req.svc
 	labels := []string{svc.Namespace, svc.Name, ep.Pool}
 	events := wire.NewEventReader(resp.Body)
+	defer events.Release()
 	first, err := events.Next()
 	if err != nil && (err != io.EOF || len(first) == 0) && !req.noRetry && req.r.Context().Err() == nil {
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s failed before its first event: %w", ep.Address, err))
@@ -596,7 +620,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	cw := g.newClientWriter(req.w)
 	defer cw.done()
 	now := g.clock.Now()
-	pm := g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool)
+	pm := req.pm
 	pm.TTFT.Observe(now.Sub(req.start).Seconds())
 	itl := pm.InterToken
 	var usage wire.Usage
@@ -622,7 +646,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 			// Flush every event as soon as the next one is not already here:
 			// no event waits for another; a burst goes out in one write.
 			if werr := cw.write(ev, events.Buffered() == 0); werr != nil {
-				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
+				g.finishPM(svc, req.pm, ep.Pool, 499, "client_gone", req.start)
 				g.log.V(2).Info("client stopped reading a stream", "service", svc.Key(), "err", werr)
 				return errAnswered // returning closes the upstream body: the engine sees the cancel
 			}
@@ -634,7 +658,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	}
 	if err != io.EOF && !done {
 		if req.r.Context().Err() != nil {
-			g.finish(svc, ep.Pool, 499, "client_gone", req.start)
+			g.finishPM(svc, req.pm, ep.Pool, 499, "client_gone", req.start)
 			return errAnswered
 		}
 		reason, msg := "upstream_stream_broken", fmt.Sprintf("the replica failed during the stream: %v", err)
@@ -645,7 +669,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
 			g.metrics.Ejections.WithLabelValues(labels...).Inc()
 		}
-		g.finish(svc, ep.Pool, resp.StatusCode, reason, req.start)
+		g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, reason, req.start)
 		return errAnswered
 	}
 	up.Success(g.clock.Now())
@@ -653,7 +677,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		usage.CompletionTokens = events64
 	}
 	g.countTokens(pm, usage)
-	g.finish(svc, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
+	g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
 	return nil
 }
 
@@ -691,7 +715,7 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s failed before its answer: %w", ep.Address, err))
 	}
 	g.commit(req, resp)
-	pm := g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool)
+	pm := req.pm
 	pm.TTFT.Observe(g.clock.Since(req.start).Seconds())
 	cw := g.newClientWriter(req.w)
 	defer cw.done()
@@ -700,7 +724,7 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 		if n > 0 {
 			kept = appendTail(kept, buf[:n], usageTail)
 			if werr := cw.write(buf[:n], false); werr != nil {
-				g.finish(svc, ep.Pool, 499, "client_gone", req.start)
+				g.finishPM(svc, req.pm, ep.Pool, 499, "client_gone", req.start)
 				return errAnswered
 			}
 		}
@@ -710,7 +734,7 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 		n, err = resp.Body.Read(buf)
 	}
 	if err != io.EOF {
-		g.finish(svc, ep.Pool, resp.StatusCode, "upstream_body_broken", req.start)
+		g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, "upstream_body_broken", req.start)
 		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
 			g.metrics.Ejections.WithLabelValues(labels...).Inc()
 		}
@@ -723,7 +747,7 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 	if u, ok := wire.FindUsage(kept); ok {
 		g.countTokens(pm, u)
 	}
-	g.finish(svc, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
+	g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"sync"
 )
 
 // EventReader splits a server-sent-event stream into events (each ending in a
@@ -13,9 +14,24 @@ type EventReader struct {
 	buf []byte
 }
 
-// NewEventReader reads events from r.
+var eventReaders = sync.Pool{New: func() any { return &EventReader{r: bufio.NewReaderSize(nil, 4<<10)} }}
+
+// NewEventReader reads events from r. Release returns it to a pool.
 func NewEventReader(r io.Reader) *EventReader {
-	return &EventReader{r: bufio.NewReaderSize(r, 4<<10)}
+	e := eventReaders.Get().(*EventReader)
+	e.r.Reset(r)
+	return e
+}
+
+// Release ends the use of e (and of the slices it returned): its buffers
+// are reused by a later NewEventReader.
+func (e *EventReader) Release() {
+	e.r.Reset(nil)
+	if cap(e.buf) > 64<<10 {
+		e.buf = nil // do not keep a rare huge event's buffer
+	}
+	e.buf = e.buf[:0]
+	eventReaders.Put(e)
 }
 
 // MaxEventSize bounds one event; a longer one is passed on in pieces.
