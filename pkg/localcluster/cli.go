@@ -49,6 +49,7 @@ type cliFlags struct {
 	ports                       Ports
 	noBuild, wipe               bool
 	grace                       time.Duration
+	hpa                         HPASettings
 }
 
 func (f *cliFlags) addCommon(cmd *cobra.Command) {
@@ -111,7 +112,7 @@ func NewUpCommand() *cobra.Command {
 			}
 			c := Config{
 				StateDir: f.stateDir, K8sBinDir: filepath.Join(f.root, "bin", "k8s-v1.37.2"), SpillwayBinDir: filepath.Join(f.root, "bin"),
-				ClusterFile: cf, CRDDir: filepath.Join(f.root, "config", "crd", "bases"), Ports: f.ports,
+				ClusterFile: cf, CRDDir: filepath.Join(f.root, "config", "crd", "bases"), Ports: f.ports, HPA: f.hpa,
 				SchedulerConfig: filepath.Join(f.root, "config", "scheduler", "scheduler-config.yaml"),
 			}
 			out := cmd.OutOrStdout()
@@ -138,6 +139,8 @@ func NewUpCommand() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.clusterFile, "cluster-file", "", "cluster file of NodePools (default config/clusters/default.yaml)")
 	fl.BoolVar(&f.noBuild, "no-build", false, "do not build missing binaries")
+	fl.DurationVar(&f.hpa.SyncPeriod, "hpa-sync-period", 15*time.Second, "how often the HPA controller re-evaluates (kube-controller-manager --horizontal-pod-autoscaler-sync-period)")
+	fl.DurationVar(&f.hpa.DownscaleStabilization, "hpa-downscale-stabilization", time.Minute, "how long the HPA keeps the highest recent recommendation before scaling in (upstream default 5m; shorter here so the demo's scale-in shows within minutes)")
 	fl.IntVar(&f.ports.EtcdClient, "etcd-port", f.ports.EtcdClient, "etcd client port")
 	fl.IntVar(&f.ports.EtcdPeer, "etcd-peer-port", f.ports.EtcdPeer, "etcd peer port")
 	fl.IntVar(&f.ports.APIServer, "apiserver-port", f.ports.APIServer, "kube-apiserver secure port")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // Ports are the loopback ports of the local cluster.
@@ -54,6 +55,29 @@ type Config struct {
 	// into the state folder.
 	SchedulerConfig string
 	Ports           Ports
+	// HPA tunes kube-controller-manager's HorizontalPodAutoscaler controller
+	// (zero values: the upstream defaults, 15s and 5m).
+	HPA HPASettings
+}
+
+// HPASettings are the HPA controller's timings.
+type HPASettings struct {
+	// SyncPeriod is --horizontal-pod-autoscaler-sync-period.
+	SyncPeriod time.Duration
+	// DownscaleStabilization is --horizontal-pod-autoscaler-downscale-stabilization.
+	DownscaleStabilization time.Duration
+}
+
+// args are the kube-controller-manager flags of s.
+func (s HPASettings) args() []string {
+	var a []string
+	if s.SyncPeriod > 0 {
+		a = append(a, "--horizontal-pod-autoscaler-sync-period="+s.SyncPeriod.String())
+	}
+	if s.DownscaleStabilization > 0 {
+		a = append(a, "--horizontal-pod-autoscaler-downscale-stabilization="+s.DownscaleStabilization.String())
+	}
+	return a
 }
 
 // Domain is the domain of InferenceService hosts in the local cluster:
@@ -173,7 +197,7 @@ func Components(c Config) []Component {
 		},
 		{
 			Name: "kube-controller-manager", Binary: k8s("kube-controller-manager"),
-			Args: []string{
+			Args: append([]string{
 				"--kubeconfig=" + kc,
 				"--authentication-kubeconfig=" + kc,
 				"--authorization-kubeconfig=" + kc,
@@ -187,7 +211,7 @@ func Components(c Config) []Component {
 				"--cluster-signing-cert-file=" + c.pki(FileCACert),
 				"--cluster-signing-key-file=" + c.pki(FileCAKey),
 				"--node-monitor-grace-period=20s",
-			},
+			}, c.HPA.args()...),
 		},
 		{
 			Name: "spillway-simlet", Binary: sw("spillway-simlet"),

@@ -306,3 +306,28 @@ func TestHealthProbeWithProcessCertificate(t *testing.T) {
 		t.Fatalf("probe with the process's certificate: %v", err)
 	}
 }
+
+func TestHPASettings(t *testing.T) {
+	kcmArgs := func(c Config) []string {
+		for _, comp := range Components(c) {
+			if comp.Name == "kube-controller-manager" {
+				return comp.Args
+			}
+		}
+		t.Fatal("no kube-controller-manager")
+		return nil
+	}
+	base := Config{StateDir: "/s", K8sBinDir: "/k", Ports: DefaultPorts()}
+	for _, a := range kcmArgs(base) {
+		if strings.HasPrefix(a, "--horizontal-pod-autoscaler") {
+			t.Errorf("zero HPASettings gave %s; want the upstream defaults", a)
+		}
+	}
+	base.HPA = HPASettings{SyncPeriod: 5 * time.Second, DownscaleStabilization: 90 * time.Second}
+	args := strings.Join(kcmArgs(base), " ")
+	for _, want := range []string{"--horizontal-pod-autoscaler-sync-period=5s", "--horizontal-pod-autoscaler-downscale-stabilization=1m30s", "--node-monitor-grace-period=20s"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("kube-controller-manager args lack %s: %s", want, args)
+		}
+	}
+}
