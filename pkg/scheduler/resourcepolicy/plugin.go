@@ -17,8 +17,12 @@
 //     failed in the current one; when the plan waits at a unit until a
 //     deadline (TimeoutOrExceedMax), re-activates the pod at that deadline.
 //   - Reserve/Unreserve count the assumed pod.
-//   - PreBind writes the unit's podLabels/podAnnotations on the pod and
-//     records a "ResourcePolicyUnit" event naming the policy and the unit.
+//   - PreBind writes the unit's podLabels/podAnnotations on the pod (and is
+//     skipped when there are none, sparing the scheduler's nominatedNodeName
+//     write); PostBind records a "ResourcePolicyUnit" event naming the
+//     policy and the unit.
+//   - SignPod signs pods by policy and group, so the scheduler's
+//     opportunistic batching stays on.
 //
 // Preemption is the upstream DefaultPreemption: it considers only nodes the
 // plan allows, since the others are UnschedulableAndUnresolvable.
@@ -89,7 +93,9 @@ var (
 	_ fwk.ScorePlugin      = (*Plugin)(nil)
 	_ fwk.PostFilterPlugin = (*Plugin)(nil)
 	_ fwk.ReservePlugin    = (*Plugin)(nil)
+	_ fwk.SignPlugin       = (*Plugin)(nil)
 	_ fwk.PreBindPlugin    = (*Plugin)(nil)
+	_ fwk.PostBindPlugin   = (*Plugin)(nil)
 )
 
 // New is the plugin factory for app.WithPlugin(Name, New). It starts an
@@ -296,6 +302,38 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 	klog.FromContext(ctx).V(4).Info("ResourcePolicy plan", "pod", klog.KObj(pod), "policy", klog.KObj(rp),
 		"units", len(st.plan.Units), "others", st.plan.Others, "waiting", plan.Wait != nil, "frontier", st.frontier)
 	return nil, nil
+}
+
+// signKey is the plugin's fragment of a pod signature.
+const signKey = "spillway.io/ResourcePolicy.Match()"
+
+// SignPod lets the scheduler's opportunistic batching (KEP-5598) reuse one
+// pod's filtering and scoring for the next pod of the same signature; a
+// plugin without it turns batching off for every pod of the profile. The
+// fragment is the matched policy and matchLabelKeys group ("" without a
+// policy): pods sharing it get the same plan but for their own creation
+// time (TimeoutOrExceedMax) and preemption progress (BeforeNextUnit), which
+// only ever narrow or widen the same ordered list of units. The scheduler
+// still runs PreFilter and Filter on the hinted node, so a unit at max, a
+// unit the pod may not use yet, or a policy created after the pod was
+// signed are still enforced; only the choice among allowed nodes reuses the
+// previous pod's scores. A conflict or a missing group label is not signed.
+func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	value := ""
+	if pols := p.policies.List(pod.Namespace); len(pols) > 0 {
+		rp, err := resourcepolicy.NewSnapshot(pols, nil, nil).Match(pod)
+		if err != nil {
+			return nil, fwk.NewStatus(fwk.Unschedulable, err.Error())
+		}
+		if rp != nil {
+			group, err := resourcepolicy.Group(rp, pod)
+			if err != nil {
+				return nil, fwk.NewStatus(fwk.Unschedulable, err.Error())
+			}
+			value = resourcepolicy.Key(rp) + "\x00" + group
+		}
+	}
+	return []fwk.SignFragment{{Key: signKey, Value: value}}, nil
 }
 
 // mayPreempt tells whether the pod may preempt others at all.
@@ -535,47 +573,74 @@ func (p *Plugin) eventOnce(pod *corev1.Pod, rp *schedulingv1alpha1.ResourcePolic
 	rec.Eventf(pod, related, kind, reason, "Scheduling", "%s", note)
 }
 
-// PreBindPreFlight skips PreBind for pods without a policy.
-func (p *Plugin) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
-	if _, ok := readState(cs); !ok {
+// markers returns the unit of nodeName under the cycle's plan and its
+// podLabels/podAnnotations (nil when there are none to write).
+func (p *Plugin) markers(s *state, nodeName string) (unit int, u *schedulingv1alpha1.Unit) {
+	unit = -1
+	if ni, err := p.handle.SnapshotSharedLister().NodeInfos().Get(nodeName); err == nil {
+		unit = resourcepolicy.UnitOf(s.plan.Policy, ni.Node())
+	}
+	if unit < 0 {
+		return unit, nil
+	}
+	u = &s.plan.Policy.Spec.Units[unit]
+	if len(u.PodLabels) == 0 && len(u.PodAnnotations) == 0 {
+		return unit, nil
+	}
+	return unit, u
+}
+
+// PreBindPreFlight skips PreBind unless the unit has podLabels or
+// podAnnotations to write: when a PreBind runs, the scheduler first writes
+// the pod's nominatedNodeName (one more API call per pod).
+func (p *Plugin) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, nodeName string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+	s, ok := readState(cs)
+	if !ok {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	if _, u := p.markers(s, nodeName); u == nil {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
 }
 
-// PreBind writes the unit's markers and records the chosen unit.
+// PreBind writes the unit's podLabels/podAnnotations on the pod.
 func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
 	s, ok := readState(cs)
 	if !ok {
 		return nil
 	}
-	rp := s.plan.Policy
-	unit := -1
-	if ni, err := p.handle.SnapshotSharedLister().NodeInfos().Get(nodeName); err == nil {
-		unit = resourcepolicy.UnitOf(rp, ni.Node())
+	unit, u := p.markers(s, nodeName)
+	if u == nil {
+		return nil
 	}
-	if unit >= 0 {
-		u := &rp.Spec.Units[unit]
-		if len(u.PodLabels) > 0 || len(u.PodAnnotations) > 0 {
-			patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-				"labels": u.PodLabels, "annotations": u.PodAnnotations}})
-			if err != nil {
-				return fwk.AsStatus(err)
-			}
-			if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name,
-				types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-				return fwk.AsStatus(fmt.Errorf("writing podLabels/podAnnotations of unit %d of ResourcePolicy %s: %w",
-					unit, resourcepolicy.Key(rp), err))
-			}
-		}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels": u.PodLabels, "annotations": u.PodAnnotations}})
+	if err != nil {
+		return fwk.AsStatus(err)
 	}
-	if rec := p.handle.EventRecorder(); rec != nil {
-		where := "outside its units (strategy prefer)"
-		if unit >= 0 {
-			where = fmt.Sprintf("unit %d (%s)", unit, rp.Spec.Units[unit].Resource)
-		}
-		rec.Eventf(pod, rp, corev1.EventTypeNormal, "ResourcePolicyUnit", "Scheduling",
-			"ResourcePolicy %s matched the pod; placed on node %s in %s", resourcepolicy.Key(rp), nodeName, where)
+	if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name,
+		types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fwk.AsStatus(fmt.Errorf("writing podLabels/podAnnotations of unit %d of ResourcePolicy %s: %w",
+			unit, resourcepolicy.Key(s.plan.Policy), err))
 	}
 	return nil
+}
+
+// PostBind records the "ResourcePolicyUnit" event: the policy that matched
+// the pod and the unit it was placed in.
+func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) {
+	s, ok := readState(cs)
+	rec := p.handle.EventRecorder()
+	if !ok || rec == nil {
+		return
+	}
+	rp := s.plan.Policy
+	unit, _ := p.markers(s, nodeName)
+	where := "outside its units (strategy prefer)"
+	if unit >= 0 {
+		where = fmt.Sprintf("unit %d (%s)", unit, rp.Spec.Units[unit].Resource)
+	}
+	rec.Eventf(pod, rp, corev1.EventTypeNormal, "ResourcePolicyUnit", "Scheduling",
+		"ResourcePolicy %s matched the pod; placed on node %s in %s", resourcepolicy.Key(rp), nodeName, where)
 }

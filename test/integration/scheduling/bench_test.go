@@ -31,6 +31,7 @@ const (
 // the ratio plugin/plain (goal >= 0.9).
 func BenchmarkThroughput(b *testing.B) {
 	ctx := context.Background()
+	pauseManager(b)
 	ns := "bench"
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		b.Fatal(err)
@@ -84,6 +85,13 @@ func BenchmarkThroughput(b *testing.B) {
 	b.ReportMetric(best[true]/best[false], "ratio")
 	fmt.Printf("scheduling throughput: plain %.0f pods/s, with plugin %.0f pods/s, ratio %.2f (goal >= 0.9)\n",
 		best[false], best[true], best[true]/best[false])
+}
+
+// nodeIndex is i of node bench-i (even: IDC, odd: elastic).
+func nodeIndex(node string) int {
+	var i int
+	_, _ = fmt.Sscanf(node, "bench-%d", &i)
+	return i
 }
 
 // measure creates the pods for scheduler profile name, then starts that
@@ -141,6 +149,23 @@ func measure(parent context.Context, ns, name string, withPlugin bool) (float64,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("%s: not every pod bound: %w", name, err)
+	}
+	if withPlugin {
+		// The policy held: exactly max pods on the IDC unit (it has room for
+		// all of them and is preferred), the rest on the elastic unit.
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return 0, err
+		}
+		idc := 0
+		for _, p := range pods.Items {
+			if p.Spec.SchedulerName == name && nodeIndex(p.Spec.NodeName)%2 == 0 {
+				idc++
+			}
+		}
+		if want := benchPods * 3 / 5; idc != want {
+			return 0, fmt.Errorf("%s: %d pods on the IDC unit, want its max %d", name, idc, want)
+		}
 	}
 	return float64(benchPods) / elapsed.Seconds(), nil
 }

@@ -21,7 +21,9 @@ import (
 	"k8s.io/klog/v2"
 	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	schedoptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/spillway-io/spillway/pkg/controllers/deletioncost"
@@ -62,7 +64,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer stopMgr()
+	manager = managerControl{ctx: ctx, stop: stopMgr}
+	defer func() { manager.stop() }()
 	return m.Run()
 }
 
@@ -143,12 +146,37 @@ func startScheduler(parent context.Context, withPlugin bool, schedulerName strin
 	}, nil
 }
 
+// managerControl lets a benchmark pause the deletion-cost controller.
+type managerControl struct {
+	ctx  context.Context
+	stop func()
+}
+
+var manager managerControl
+
+// pauseManager stops the deletion-cost controller until the benchmark ends:
+// in a cluster it is another process, and here it would share this
+// process's CPU with the schedulers being measured.
+func pauseManager(b *testing.B) {
+	manager.stop()
+	b.Cleanup(func() {
+		stop, err := startManager(manager.ctx)
+		if err != nil {
+			b.Errorf("restarting the manager: %v", err)
+			return
+		}
+		manager.stop = stop
+	})
+}
+
 // startManager runs the deletion-cost controller.
 func startManager(parent context.Context) (stop func(), err error) {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Client.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// pauseManager starts a second manager in the same process.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return nil, err
