@@ -31,6 +31,8 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/spillway-io/spillway/pkg/engine/enginesim"
+	"github.com/spillway-io/spillway/pkg/engine/server"
 	"github.com/spillway-io/spillway/pkg/gateway"
 	"github.com/spillway-io/spillway/pkg/gateway/balancer"
 	"github.com/spillway-io/spillway/pkg/gateway/enginetest"
@@ -46,6 +48,14 @@ type options struct {
 	quality     time.Duration
 	skipNginx   bool
 	rounds      int
+	// proxyCPUs pins the proxies (gateway, nginx) to these CPUs (a taskset
+	// list; empty: no pinning); workers is then GOMAXPROCS of the gateway
+	// and worker_processes of nginx.
+	proxyCPUs string
+	workers   int
+	// profile, when set, receives a CPU profile of the gateway over the
+	// throughput phases (from its /debug/pprof on a private admin port).
+	profile string
 }
 
 func main() {
@@ -58,7 +68,16 @@ func main() {
 	flag.DurationVar(&o.quality, "quality-duration", 20*time.Second, "length of each routing-quality phase")
 	flag.BoolVar(&o.skipNginx, "skip-nginx", false, "do not compare with nginx")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds the throughput phases are cut into (targets take turns)")
+	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxies (empty: not pinned); run this program on the others")
+	flag.IntVar(&o.workers, "workers", 0, "GOMAXPROCS of the gateway and worker_processes of nginx (0: number of -proxy-cpus, else all CPUs)")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the gateway during the throughput phases to this file")
 	flag.Parse()
+	if o.workers <= 0 {
+		o.workers = runtime.NumCPU()
+		if o.proxyCPUs != "" {
+			o.workers = countCPUs(o.proxyCPUs)
+		}
+	}
 	if o.rounds < 1 || o.concurrency < 1 || o.streams < 1 || o.duration <= 0 || o.quality <= 0 {
 		fmt.Fprintln(os.Stderr, "bench-gateway: -rounds, -c, -streams, -duration and -quality-duration must be positive")
 		flag.Usage()
@@ -93,7 +112,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer stopSlow()
 
-	gwAddr, gwPID, stopGW, err := startGateway(ctx, o.gatewayBin, dir, engineAddr, slowAddr)
+	gwAddr, adminAddr, gwPID, stopGW, err := startGateway(ctx, o, dir, engineAddr, slowAddr)
 	if err != nil {
 		return err
 	}
@@ -102,7 +121,7 @@ func run(ctx context.Context, o options) error {
 	var nginxPIDs func() []int
 	var ngSlowAddr string
 	if !o.skipNginx {
-		ngAddr, ngSlow, pids, stopNG, err := startNginx(ctx, o.nginxBin, dir, engineAddr, slowAddr)
+		ngAddr, ngSlow, pids, stopNG, err := startNginx(ctx, o, dir, engineAddr, slowAddr)
 		if err != nil {
 			return err
 		}
@@ -111,8 +130,22 @@ func run(ctx context.Context, o options) error {
 		targets = append(targets, target{"nginx", "http://" + ngAddr, pids})
 	}
 
-	fmt.Printf("bench-gateway: %d clients, %s per target and phase in %d rounds, engine on %s, %d CPUs\n",
-		o.concurrency, o.duration, o.rounds, engineAddr, runtime.NumCPU())
+	fmt.Printf("bench-gateway: %d clients, %s per target and phase in %d rounds, engine on %s\n",
+		o.concurrency, o.duration, o.rounds, engineAddr)
+	pin := "not pinned"
+	if o.proxyCPUs != "" {
+		pin = "pinned to CPUs " + o.proxyCPUs
+	}
+	fmt.Printf("CPUs: %d visible to the load generator and engine (this process); proxies %s, gateway GOMAXPROCS=%d, nginx worker_processes %d\n",
+		runtime.NumCPU(), pin, o.workers, o.workers)
+	var profileDone chan error
+	if o.profile != "" {
+		profileDone = make(chan error, 1)
+		secs := int((2*(o.duration+500*time.Millisecond)*time.Duration(len(targets)) + time.Second).Seconds())
+		go func() {
+			profileDone <- fetchProfile(ctx, "http://"+adminAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), o.profile)
+		}()
+	}
 	for _, stream := range []bool{false, true} {
 		kind := "non-streaming"
 		if stream {
@@ -144,7 +177,8 @@ func run(ctx context.Context, o options) error {
 				// CPU time of the proxy's processes per request: robust to
 				// other load on a shared machine, unlike req/s.
 				r.cpuPerReq = time.Duration(float64(acc[t.name].cpuTicks) * float64(time.Second) / clockTicks / float64(len(acc[t.name].lat)))
-				cpu = fmt.Sprintf("  proxy CPU/request %s", r.cpuPerReq.Round(100*time.Nanosecond))
+				busy := float64(acc[t.name].cpuTicks) / clockTicks / acc[t.name].elapsed.Seconds() / float64(o.workers)
+				cpu = fmt.Sprintf("  proxy CPU/request %s (busy %.0f%% of %d CPU)", r.cpuPerReq.Round(100*time.Nanosecond), 100*busy, o.workers)
 			}
 			res[t.name] = r
 			fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d%s\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, cpu)
@@ -164,6 +198,13 @@ func run(ctx context.Context, o options) error {
 			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx)\n",
 				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
 		}
+	}
+
+	if profileDone != nil {
+		if err := <-profileDone; err != nil {
+			return err
+		}
+		fmt.Printf("\ngateway CPU profile written to %s (go tool pprof -top bin/spillway-gateway %s)\n", o.profile, o.profile)
 	}
 
 	fmt.Printf("\n== memory: %d concurrent streams ==\n", o.streams)
@@ -414,7 +455,8 @@ func waitUp(ctx context.Context, url string) error {
 
 // startGateway runs the real binary with a static config: the bench service
 // on the engine, and a "slow" service (for the memory phase) on slowAddr.
-func startGateway(ctx context.Context, bin, dir, engineAddr, slowAddr string) (string, int, func(), error) {
+func startGateway(ctx context.Context, o options, dir, engineAddr, slowAddr string) (string, string, int, func(), error) {
+	bin := o.gatewayBin
 	svcs := []routing.Service{
 		{Namespace: "default", Name: "bench", Model: "bench", Endpoints: []routing.Endpoint{{Address: engineAddr, Pool: "idc"}}},
 		{Namespace: "default", Name: "slow", Model: "slow", Endpoints: []routing.Endpoint{{Address: slowAddr, Pool: "idc"}}},
@@ -422,16 +464,23 @@ func startGateway(ctx context.Context, bin, dir, engineAddr, slowAddr string) (s
 	cfg := filepath.Join(dir, "gateway.json")
 	b, _ := json.Marshal(svcs)
 	if err := os.WriteFile(cfg, b, 0o600); err != nil {
-		return "", 0, nil, err
+		return "", "", 0, nil, err
 	}
 	addr, err := freePort()
 	if err != nil {
-		return "", 0, nil, err
+		return "", "", 0, nil, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "--static-config", cfg, "--listen", addr, "--admin-listen", "", "--seed", "1", "-v", "0")
+	admin := ""
+	if o.profile != "" {
+		if admin, err = freePort(); err != nil {
+			return "", "", 0, nil, err
+		}
+	}
+	cmd := pinned(ctx, o.proxyCPUs, bin, "--static-config", cfg, "--listen", addr, "--admin-listen", admin, "--seed", "1", "-v", "0")
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(o.workers))
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {
-		return "", 0, nil, fmt.Errorf("starting %s (build it with: go build -o bin/ ./cmd/spillway-gateway): %w", bin, err)
+		return "", "", 0, nil, fmt.Errorf("starting %s (build it with: go build -o bin/ ./cmd/spillway-gateway): %w", bin, err)
 	}
 	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
@@ -439,12 +488,60 @@ func startGateway(ctx context.Context, bin, dir, engineAddr, slowAddr string) (s
 	}
 	if err := waitUp(ctx, "http://"+addr+"/healthz"); err != nil {
 		stop()
-		return "", 0, nil, err
+		return "", "", 0, nil, err
 	}
-	return addr, cmd.Process.Pid, stop, nil
+	return addr, admin, cmd.Process.Pid, stop, nil
 }
 
-const nginxConf = `worker_processes auto;
+// fetchProfile saves the answer of a /debug/pprof/profile URL.
+func fetchProfile(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("CPU profile: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("CPU profile: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("CPU profile: %w", err)
+	}
+	return os.WriteFile(file, b, 0o644)
+}
+
+// pinned runs bin on the CPUs given (a taskset list), or anywhere if empty.
+// taskset execs the program: the process id is the program's.
+func pinned(ctx context.Context, cpus, bin string, args ...string) *exec.Cmd {
+	if cpus == "" {
+		return exec.CommandContext(ctx, bin, args...)
+	}
+	return exec.CommandContext(ctx, "taskset", append([]string{"-c", cpus, bin}, args...)...)
+}
+
+// countCPUs counts the CPUs of a taskset list ("1", "0,2", "2-3").
+func countCPUs(list string) int {
+	n := 0
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, found := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		var err2 error
+		if found {
+			b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err1 == nil && err2 == nil && b >= a {
+			n += b - a + 1
+		}
+	}
+	return max(n, 1)
+}
+
+const nginxConf = `worker_processes %[6]d;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 8192; }
@@ -468,7 +565,7 @@ http {
 
 // startNginx runs nginx on 127.0.0.1 in front of the engine (addr) and of
 // the slow engine (slowProxy), with keep-alive upstreams and no buffering.
-func startNginx(ctx context.Context, bin, dir, engineAddr, slowAddr string) (addr, slowProxy string, pids func() []int, stop func(), err error) {
+func startNginx(ctx context.Context, o options, dir, engineAddr, slowAddr string) (addr, slowProxy string, pids func() []int, stop func(), err error) {
 	if addr, err = freePort(); err != nil {
 		return
 	}
@@ -476,10 +573,10 @@ func startNginx(ctx context.Context, bin, dir, engineAddr, slowAddr string) (add
 		return
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err = os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, engineAddr, addr, slowAddr, slowProxy)), 0o600); err != nil {
+	if err = os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, engineAddr, addr, slowAddr, slowProxy, o.workers)), 0o600); err != nil {
 		return
 	}
-	cmd := exec.CommandContext(ctx, bin, "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	cmd := pinned(ctx, o.proxyCPUs, o.nginxBin, "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err = cmd.Start(); err != nil {
@@ -508,31 +605,49 @@ func startNginx(ctx context.Context, bin, dir, engineAddr, slowAddr string) (add
 	return addr, slowProxy, pids, stop, nil
 }
 
-// quality compares Spillway's balancing with round robin on four engines of
-// unequal load: each batches 8 requests (more wait); one is four times as
-// slow (an older GPU, or a replica busy with long prompts), and two carry
-// background traffic that does not pass through this gateway (seen only
-// through the engines' scraped queue and KV use). Arrivals are open-loop at a
-// fixed rate, about 70% of what the engines can take.
+// quality compares Spillway's balancing with round robin on four engine
+// simulators (pkg/engine/server, the vLLM performance model) of unequal
+// load: three A100s serving a 7B model with batches of 8, and one V100
+// serving a 20B (gptq) model with batches of 4 (an older, smaller replica,
+// about 1/5 of an A100's capacity); two of the A100s carry background
+// traffic that does not pass through this gateway (seen only through the
+// engines' scraped queue and KV use). Arrivals are open-loop at a fixed
+// rate, about 3/4 of what the engines can take.
 func quality(ctx context.Context, d time.Duration) error {
 	type eng struct {
 		addr string
-		stop func()
 	}
-	cfgs := []enginetest.Config{
-		{Model: "q", Capacity: 8, TTFT: 40 * time.Millisecond, ITL: 10 * time.Millisecond, Tokens: 20},
-		{Model: "q", Capacity: 8, TTFT: 160 * time.Millisecond, ITL: 40 * time.Millisecond, Tokens: 20},
-		{Model: "q", Capacity: 8, TTFT: 40 * time.Millisecond, ITL: 10 * time.Millisecond, Tokens: 20},
-		{Model: "q", Capacity: 8, TTFT: 40 * time.Millisecond, ITL: 10 * time.Millisecond, Tokens: 20},
+	specs := []struct {
+		gpu    string
+		params float64
+		argv   []string
+	}{
+		{"a100", 7, []string{"--max-num-seqs", "8"}},
+		{"v100", 20, []string{"--max-num-seqs", "4", "--quantization", "gptq"}},
+		{"a100", 7, []string{"--max-num-seqs", "8"}},
+		{"a100", 7, []string{"--max-num-seqs", "8"}},
 	}
 	var engines []eng
-	for _, c := range cfgs {
-		_, a, stop, err := enginetest.Start(c)
+	for _, sp := range specs {
+		settings := enginesim.DefaultSettings()
+		settings.GPU, settings.ModelParamsBillions, settings.StartupDelay, settings.GracePeriod = sp.gpu, sp.params, 0, time.Second
+		cfg, _, err := enginesim.BuildConfig(append([]string{"vllm", "serve", "m", "--served-model-name", "q"}, sp.argv...), settings)
 		if err != nil {
 			return err
 		}
-		engines = append(engines, eng{a, stop})
-		defer stop()
+		s, err := server.New(cfg, server.WithLogger(logr.Discard()))
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { _ = s.Serve(sctx, ln); close(done) }()
+		defer func() { stop(); <-done }()
+		engines = append(engines, eng{ln.Addr().String()})
 	}
 	var eps []routing.Endpoint
 	for _, e := range engines {
@@ -540,6 +655,7 @@ func quality(ctx context.Context, d time.Duration) error {
 	}
 	ttfts := map[balancer.Algorithm]time.Duration{}
 	for _, alg := range []balancer.Algorithm{balancer.RoundRobin, balancer.LeastRequest} {
+		time.Sleep(time.Second) // the previous phase's cancelled requests leave the engines
 		g := gateway.New(gateway.Options{Domain: "example.com", ScrapeInterval: 200 * time.Millisecond, Log: logr.Discard()})
 		g.Update([]routing.Service{{Namespace: "default", Name: "q", Model: "q", Endpoints: eps, Policy: balancer.Policy{Algorithm: alg}}})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -558,7 +674,7 @@ func quality(ctx context.Context, d time.Duration) error {
 			for range 4 {
 				wg.Go(func() {
 					for pctx.Err() == nil {
-						_, _, _ = one(pctx, "http://"+e.addr, `{"model":"q","max_tokens":20}`)
+						_, _, _ = one(pctx, "http://"+e.addr, `{"model":"q","messages":[{"role":"user","content":"background"}],"max_tokens":20,"ignore_eos":true}`)
 					}
 				})
 			}
@@ -576,7 +692,7 @@ func quality(ctx context.Context, d time.Duration) error {
 				break loop
 			case <-tick.C:
 				wg.Go(func() {
-					ttft, _, err := one(pctx, url, `{"model":"q","max_tokens":20,"stream":true}`)
+					ttft, _, err := one(pctx, url, `{"model":"q","messages":[{"role":"user","content":"hello"}],"max_tokens":20,"ignore_eos":true,"stream":true}`)
 					if err != nil {
 						if pctx.Err() == nil {
 							errs.Add(1)
