@@ -139,7 +139,7 @@ func run(ctx context.Context, f flags) error {
 	}
 	sim := simlet.New(mgr.GetClient(), cf.Pools, simlet.WithLogger(logger.WithName("simlet")),
 		simlet.WithLeaseDuration(f.leaseDuration), simlet.WithRuntime(withLogger(rt, logger.WithName("engine"))),
-		simlet.WithRestartBackOff(f.backOff, f.backOffMax))
+		simlet.WithRestartBackOff(f.backOff, f.backOffMax), simlet.WithFreeAddresses())
 	if err := ctrl.NewControllerManagedBy(mgr).Named("simlet-pods").
 		For(&corev1.Pod{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.(*corev1.Pod).Spec.NodeName != ""

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
 	"github.com/spillway-io/spillway/pkg/engine/enginesim"
 )
 
@@ -461,5 +462,39 @@ func TestReconcileDoesNotWaitForDrain(t *testing.T) {
 	case <-r.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("runner not stopped after the drain")
+	}
+}
+
+// With WithFreeAddresses a node whose address another process holds (another
+// local cluster's simlet) takes the next ordinal; its pods follow.
+func TestFreeAddressesSkipsAddressesInUse(t *testing.T) {
+	// Hold the first free node address (others may be held by a local
+	// cluster running on this machine).
+	f := 1
+	var held net.Listener
+	for ; f < 100; f++ {
+		var err error
+		if held, err = net.Listen("tcp", fmt.Sprintf("%s:%d", nodeIP(f), DCGMPort)); err == nil {
+			break
+		}
+	}
+	if held == nil {
+		t.Fatal("no free node address among the first 100")
+	}
+	defer held.Close()
+	s := New(nil, []spillwayv1alpha1.NodePool{gpuPool()}, WithFreeAddresses())
+	s.nextN = f - 1 // the next node would take the held address
+	defer func() { _ = s.shutdown(time.Second) }()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gpu-0", Labels: map[string]string{spillwayv1alpha1.LabelNodePool: "gpu"}}}
+	ns := s.trackNode(node)
+	if ns.n <= f || ns.ip != nodeIP(ns.n) {
+		t.Fatalf("node got ordinal %d address %s; want one past the held %s", ns.n, ns.ip, nodeIP(f))
+	}
+	if err := s.ServeDCGM(); err != nil {
+		t.Fatalf("serving DCGM on the chosen address: %v", err)
+	}
+	ip, _ := s.podIP(ns)
+	if want := fmt.Sprintf("127.%d.%d.2", 2+ns.n/250, ns.n%250); ip != want {
+		t.Errorf("pod IP %s, want %s (the node's block)", ip, want)
 	}
 }

@@ -54,6 +54,12 @@ type Simlet struct {
 	statusEvery time.Duration
 	// backOff and backOffMax shape the crash-loop back-off of exited pods.
 	backOff, backOffMax time.Duration
+	// freeAddresses: skip node addresses whose DCGM port another process
+	// (another simlet on this machine) holds.
+	freeAddresses bool
+
+	// serveMu serialises ServeDCGM (heartbeat loop and reconciles).
+	serveMu sync.Mutex
 
 	mu     sync.Mutex
 	nodes  map[string]*nodeState
@@ -71,6 +77,9 @@ type nodeState struct {
 	nextPod    int
 	lastStatus time.Time
 	dcgm       *http.Server
+	// dcgmLn is the exporter's listener, opened when the address was chosen
+	// (WithFreeAddresses).
+	dcgmLn net.Listener
 }
 
 type podState struct {
@@ -108,6 +117,13 @@ func WithLeaseDuration(d time.Duration) Option { return func(s *Simlet) { s.leas
 func WithRestartBackOff(base, max time.Duration) Option {
 	return func(s *Simlet) { s.backOff, s.backOffMax = base, max }
 }
+
+// WithFreeAddresses makes the simlet skip node ordinals whose address is in
+// use on this machine (its DCGM port cannot be bound), so that several local
+// clusters can run side by side: the node's and its pods' addresses both
+// derive from the ordinal. Without it ordinals are 1, 2, 3… in order of first
+// sight (deterministic, for tests).
+func WithFreeAddresses() Option { return func(s *Simlet) { s.freeAddresses = true } }
 
 // New returns a Simlet for pools.
 func New(c client.Client, pools []spillwayv1alpha1.NodePool, opts ...Option) *Simlet {
@@ -177,6 +193,17 @@ func (s *Simlet) trackNode(node *corev1.Node) *nodeState {
 	}
 	s.nextN++
 	n := s.nextN
+	var ln net.Listener
+	for s.freeAddresses && n < maxNodes {
+		l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", nodeIP(n), DCGMPort))
+		if err == nil {
+			ln = l
+			break
+		}
+		s.log.Info("node address in use, taking the next", "address", nodeIP(n), "err", err.Error())
+		n++
+	}
+	s.nextN = n
 	pool := s.pools[node.Labels[spillwayv1alpha1.LabelNodePool]]
 	gpu := GPU{Model: pool.Spec.Template.GPUModel, Count: int(pool.Spec.Template.GPUs)}
 	if m := node.Labels[spillwayv1alpha1.LabelGPUModel]; m != "" {
@@ -184,12 +211,18 @@ func (s *Simlet) trackNode(node *corev1.Node) *nodeState {
 	}
 	ns := &nodeState{
 		name: node.Name, pool: pool.Name, n: n,
-		ip:  fmt.Sprintf("127.1.%d.%d", n/250, n%250+1),
-		gpu: gpu,
+		ip:  nodeIP(n),
+		gpu: gpu, dcgmLn: ln,
 	}
 	s.nodes[node.Name] = ns
 	return ns
 }
+
+// maxNodes bounds node ordinals (127.1.0.1 … 127.1.249.250).
+const maxNodes = 250 * 250
+
+// nodeIP is the address of the n-th node: 127.1.(n/250).(n%250+1).
+func nodeIP(n int) string { return fmt.Sprintf("127.1.%d.%d", n/250, n%250+1) }
 
 // podIP allocates the next pod address of a node: 127.(2+n/250).(n%250).k.
 func (s *Simlet) podIP(ns *nodeState) (string, error) {
@@ -435,6 +468,10 @@ func (s *Simlet) shutdown(grace time.Duration) error {
 		if ns.dcgm != nil {
 			servers = append(servers, ns.dcgm)
 		}
+		if ns.dcgmLn != nil {
+			_ = ns.dcgmLn.Close()
+			ns.dcgmLn = nil
+		}
 	}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
@@ -451,6 +488,8 @@ func (s *Simlet) shutdown(grace time.Duration) error {
 
 // ServeDCGM starts the DCGM exporter of every tracked node that has none yet.
 func (s *Simlet) ServeDCGM() error {
+	s.serveMu.Lock()
+	defer s.serveMu.Unlock()
 	s.mu.Lock()
 	var todo []*nodeState
 	for _, ns := range s.nodes {
@@ -461,10 +500,16 @@ func (s *Simlet) ServeDCGM() error {
 	s.mu.Unlock()
 	var errs []error
 	for _, ns := range todo {
-		ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ns.ip, DCGMPort))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("DCGM exporter of node %s: %w", ns.name, err))
-			continue
+		s.mu.Lock()
+		ln := ns.dcgmLn
+		ns.dcgmLn = nil
+		s.mu.Unlock()
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ns.ip, DCGMPort)); err != nil {
+				errs = append(errs, fmt.Errorf("DCGM exporter of node %s: %w", ns.name, err))
+				continue
+			}
 		}
 		mux := http.NewServeMux()
 		name := ns.name
