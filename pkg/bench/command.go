@@ -76,7 +76,7 @@ func Main(ctx context.Context, cfg Config, out, progress io.Writer) error {
 		return err
 	}
 	if cfg.Plot != "" {
-		title := fmt.Sprintf("spillway bench %s  (%d requests, %.0f s)", cfg.URL, len(results), wall.Seconds())
+		title := fmt.Sprintf("spillway bench %s  (%d requests, %.1f s)", cfg.URL, len(results), wall.Seconds())
 		if err := writePlot(cfg.Plot, title, Panels(results, wall, samples)); err != nil {
 			return err
 		}

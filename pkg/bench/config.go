@@ -126,6 +126,16 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxRequests, "max-requests", 10_000_000, "safety bound on the requests of a -z or -trace run")
 	fs.DurationVar(&c.MaxDuration, "max-duration", time.Hour, "safety bound on the length of any run")
 	fs.DurationVar(&c.Progress, "progress", time.Second, "how often progress is shown on stderr (0: never)")
+	// hey's flags that spillway bench does not implement: declared so that
+	// using one gets a message naming it rather than "not defined".
+	var unsupported struct {
+		proxy string
+		h2    bool
+		cpus  int
+	}
+	fs.StringVar(&unsupported.proxy, "x", "", "hey's HTTP proxy: not supported")
+	fs.BoolVar(&unsupported.h2, "h2", false, "hey's HTTP/2: not supported")
+	fs.IntVar(&unsupported.cpus, "cpus", 0, "hey's GOMAXPROCS setting: not supported")
 	fs.Usage = func() {
 		fmt.Fprint(&usageBuf, usageHead)
 		fs.PrintDefaults()
@@ -151,6 +161,11 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, f := range []string{"x", "h2", "cpus"} {
+		if set[f] {
+			return c, usageErr("hey's -%s is not supported by spillway bench", f)
+		}
+	}
 	c.Method = strings.ToUpper(c.Method)
 	switch c.Method {
 	case "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH":
@@ -161,6 +176,8 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	case "", "text":
 	case "json":
 		c.Output = "json"
+	case "csv":
+		return c, usageErr("-o csv (hey's per-request CSV) is not supported: use -o json")
 	default:
 		return c, usageErr("-o %q: want text or json", output)
 	}

@@ -138,6 +138,11 @@ func Panels(results []Result, wall time.Duration, samples []ClusterSample) []tim
 			ttft[b] = append(ttft[b], r.TTFT.Seconds()*1000)
 		}
 	}
+	// The last second is usually partial: its counts become rates.
+	if w := wall.Seconds() - float64(secs-1); w > 0.1 && w < 1 {
+		sent[secs-1] /= w
+		errs[secs-1] /= w
+	}
 	series := func(vs []float64) []timeline.Point {
 		out := make([]timeline.Point, len(vs))
 		for i, v := range vs {

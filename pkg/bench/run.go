@@ -31,7 +31,9 @@ type Result struct {
 	Err       string
 	Bytes     int64
 	Tokens    int // output tokens
-	Streamed  bool
+	// PromptTokens is the usage's prompt_tokens (0 when the response has no usage).
+	PromptTokens int
+	Streamed     bool
 }
 
 type job struct {
@@ -268,14 +270,19 @@ func do(ctx context.Context, c Config, cl *http.Client, clk clock.Clock, start t
 		return finish(fmt.Sprintf("http_%d", resp.StatusCode), openAIMessage(data))
 	}
 	var body struct {
-		Usage *struct {
-			CompletionTokens int `json:"completion_tokens"`
-		} `json:"usage"`
+		Usage *tokenUsage `json:"usage"`
 	}
 	if json.Unmarshal(data, &body) == nil && body.Usage != nil {
 		r.Tokens = body.Usage.CompletionTokens
+		r.PromptTokens = body.Usage.PromptTokens
 	}
 	return finish("", "")
+}
+
+// tokenUsage is the token accounting of an OpenAI response.
+type tokenUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
 }
 
 // readStream reads an OpenAI SSE stream: TTFT is the first chunk carrying
@@ -305,9 +312,7 @@ func readStream(br *bufio.Reader, clk clock.Clock, t0 time.Time, r *Result) (str
 					ReasoningContent string `json:"reasoning_content"`
 				} `json:"delta"`
 			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
+			Usage *tokenUsage `json:"usage"`
 			Error *struct {
 				Message string `json:"message"`
 			} `json:"error"`
@@ -328,6 +333,7 @@ func readStream(br *bufio.Reader, clk clock.Clock, t0 time.Time, r *Result) (str
 		}
 		if ev.Usage != nil {
 			usage = ev.Usage.CompletionTokens
+			r.PromptTokens = ev.Usage.PromptTokens
 		}
 	}
 	r.Tokens = chunks

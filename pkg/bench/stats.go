@@ -27,8 +27,10 @@ type Summary struct {
 	Errors       map[string]int    `json:"errorsByType"`
 	ErrorSamples map[string]string `json:"errorSamples,omitempty"`
 
-	Streamed        int          `json:"streamed"`
-	OutputTokens    int          `json:"outputTokens"`
+	Streamed     int `json:"streamed"`
+	OutputTokens int `json:"outputTokens"`
+	// PromptTokens sums the prompt_tokens of the responses that reported usage.
+	PromptTokens    int          `json:"promptTokens"`
 	OutputTokensSec float64      `json:"outputTokensPerSec"`
 	TTFT            []Percentile `json:"ttftPercentiles"`
 	TTFTMean        float64      `json:"ttftMean"`
@@ -82,6 +84,7 @@ func Summarize(results []Result, wall time.Duration) Summary {
 			continue
 		}
 		s.OutputTokens += r.Tokens
+		s.PromptTokens += r.PromptTokens
 		if r.TTFT > 0 {
 			ttfts = append(ttfts, r.TTFT.Seconds())
 			if r.Tokens > 1 {
@@ -200,6 +203,7 @@ func (s Summary) WriteText(w io.Writer) error {
 		p("  [%d]\t%d responses\n", code, s.StatusCodes[code])
 	}
 	p("\nLLM figures (%d of %d responses streamed):\n", s.Streamed, s.Responses)
+	p("  Prompt tokens:\t%d (from usage)\n", s.PromptTokens)
 	p("  Output tokens:\t%d\n", s.OutputTokens)
 	p("  Output tokens/sec:\t%4.4f\n", s.OutputTokensSec)
 	p("  TTFT:\tmean %4.4f secs%s\n", s.TTFTMean, fmtPcts(s.TTFT))
