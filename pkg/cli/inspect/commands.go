@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
@@ -18,46 +19,8 @@ import (
 	"github.com/spillway-io/spillway/pkg/cli/kubeflags"
 )
 
-// metricsSource gives live figures per service ("namespace/name");
-// missing sources or services are shown as "-".
-type metricsSource interface {
-	Metrics(ctx context.Context, s *Snapshot) map[string]ServiceMetrics
-}
-
-// hpaMetrics reads GPU utilisation from the HPAs of services that scale on
-// a GPU metric, and queue length from those scaling on vllm:num_requests_waiting.
-type hpaMetrics struct{}
-
-func (hpaMetrics) Metrics(_ context.Context, s *Snapshot) map[string]ServiceMetrics {
-	out := map[string]ServiceMetrics{}
-	for _, svc := range s.Services {
-		h, ok := s.HPAs[svc.Namespace+"/"+svc.Name+"-hpa"]
-		if !ok {
-			continue
-		}
-		var m ServiceMetrics
-		for _, cm := range h.Status.CurrentMetrics {
-			if cm.Pods == nil || cm.Pods.Current.AverageValue == nil {
-				continue
-			}
-			v := cm.Pods.Current.AverageValue.AsApproximateFloat64()
-			switch name := cm.Pods.Metric.Name; {
-			case strings.HasPrefix(name, "DCGM_") && strings.Contains(name, "UTIL"):
-				m.GPUUtil = &v
-			case name == "vllm:num_requests_waiting":
-				m.Queue = &v
-			case name == "vllm:num_requests_running":
-				m.InFlight = &v
-			}
-		}
-		out[svc.Namespace+"/"+svc.Name] = m
-	}
-	return out
-}
-
 type options struct {
-	clock   clock.WithTicker
-	metrics metricsSource
+	clock clock.WithTicker
 }
 
 // Option changes the commands' dependencies (for tests).
@@ -68,7 +31,7 @@ func WithClock(c clock.WithTicker) Option { return func(o *options) { o.clock = 
 
 // NewCommands returns list, get, delete and top.
 func NewCommands(opts ...Option) []*cobra.Command {
-	o := options{clock: clock.RealClock{}, metrics: hpaMetrics{}}
+	o := options{clock: clock.RealClock{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -200,37 +163,56 @@ func newDelete(o options) *cobra.Command {
 
 func newTop(o options) *cobra.Command {
 	var (
-		k        kubeflags.Flags
-		all      bool
-		once     bool
-		interval time.Duration
+		k          kubeflags.Flags
+		all        bool
+		once       bool
+		interval   time.Duration
+		gatewayURL string
+		timeout    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "top",
 		Short: "Per service and per node pool: replicas, GPUs, utilisation, queue, in-flight, cost per hour",
 		Long: `Per service and per node pool: replicas, GPUs, GPU utilisation, queue, in-flight
 requests and cost per hour (nodes x the pool's pricePerHour). Refreshes every
---interval like top until interrupted; --once prints one screen. Figures
-that no source provides are shown as "-".`,
+--interval like top until interrupted; --once prints one screen.
+
+GPU utilisation (DCGM_CUSTOM_PROCESS_SM_UTIL, mean over replicas) and queue
+(vllm_num_requests_waiting, summed) come from the custom metrics API
+(custom.metrics.k8s.io, served by spillway-metrics-adapter); without it,
+from the service's HPA when it scales on them. In-flight requests come from
+the gateway's metrics (spillway_gateway_in_flight_requests and
+spillway_gateway_pool_in_flight_requests) at --gateway-metrics. Figures
+that no source provides are shown as "-", with a note saying why.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if interval < 500*time.Millisecond {
 				return fmt.Errorf("--interval %v: want at least 500ms\nSee '%s --help'", interval, cmd.CommandPath())
 			}
+			if timeout <= 0 {
+				return fmt.Errorf("--metrics-timeout %v: want a positive duration\nSee '%s --help'", timeout, cmd.CommandPath())
+			}
+			if gatewayURL != "none" {
+				if u, err := url.Parse(gatewayURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return fmt.Errorf("--gateway-metrics %q: want http://host:port/metrics or none\nSee '%s --help'", gatewayURL, cmd.CommandPath())
+				}
+			}
 			c, ns, err := connect(&k, all)
 			if err != nil {
 				return err
 			}
+			cfg, err := k.RESTConfig()
+			if err != nil {
+				return err
+			}
+			src := newLiveSource(cfg, c.RESTMapper(), gatewayURL, timeout)
 			screen := func(w io.Writer) error {
-				s, err := read(cmd.Context(), c, ns, o.clock.Now(), false)
+				text, err := topScreen(cmd.Context(), c, ns, o.clock.Now(), src)
 				if err != nil {
 					return err
 				}
-				var pods corev1.PodList
-				if err := c.List(cmd.Context(), &pods); err != nil {
-					return fmt.Errorf("listing pods: %w", err)
-				}
-				return WriteTop(w, s, s.PoolUsage(pods.Items), o.metrics.Metrics(cmd.Context(), s))
+				_, err = io.WriteString(w, text)
+				return err
 			}
 			if once {
 				return screen(cmd.OutOrStdout())
@@ -257,5 +239,25 @@ that no source provides are shown as "-".`,
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "show the services of every namespace")
 	cmd.Flags().BoolVar(&once, "once", false, "print one screen and exit")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "refresh period")
+	cmd.Flags().StringVar(&gatewayURL, "gateway-metrics", DefaultGatewayMetricsURL(),
+		"the gateway's Prometheus metrics URL (its admin port), for in-flight requests; \"none\" to skip")
+	cmd.Flags().DurationVar(&timeout, "metrics-timeout", 2*time.Second, "timeout of each read of the custom metrics API and the gateway")
 	return cmd
+}
+
+// topScreen reads the cluster and the live sources and renders one screen.
+func topScreen(ctx context.Context, c client.Reader, ns string, now time.Time, src figuresSource) (string, error) {
+	s, err := read(ctx, c, ns, now, false)
+	if err != nil {
+		return "", err
+	}
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods); err != nil {
+		return "", fmt.Errorf("listing pods: %w", err)
+	}
+	f := src.Figures(ctx, s)
+	services, poolLive := Combine(s, f)
+	var b strings.Builder
+	err = WriteTop(&b, s, WithLive(s.PoolUsage(pods.Items), poolLive), services, f.Notes)
+	return b.String(), err
 }

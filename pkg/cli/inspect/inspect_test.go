@@ -135,11 +135,12 @@ func TestCommandsAgainstAPIServer(t *testing.T) {
 			t.Errorf("get lacks %q:\n%s", want, out)
 		}
 	}
-	out, err = run(t, "top", "--once", kc)
+	out, err = run(t, "top", "--once", "--gateway-metrics=none", kc)
 	if err != nil {
 		t.Fatalf("top: %v", err)
 	}
-	for _, want := range []string{"default/qwen-chat", "2/3", "gpu-v100-elastic", "elastic", "1/1", "2.50", "TOTAL"} {
+	for _, want := range []string{"default/qwen-chat", "2/3", "gpu-v100-elastic", "elastic", "1/1", "2.50", "TOTAL",
+		"note: GPU UTIL, QUEUE: custom.metrics.k8s.io"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("top lacks %q:\n%s", want, out)
 		}

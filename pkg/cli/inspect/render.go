@@ -172,6 +172,8 @@ type PoolUsage struct {
 	GPUs, GPUsUsed int64
 	PricePerHour   float64 // per node
 	CostPerHour    float64
+	// Live figures over the services' replicas on the pool.
+	PoolLive
 }
 
 // Pools sums nodes, GPUs (allocatable and requested by running pods) and
@@ -233,8 +235,9 @@ func fmtOpt(v *float64, format string) string {
 	return fmt.Sprintf(format, *v)
 }
 
-// WriteTop prints one screen of `spillway top`.
-func WriteTop(w io.Writer, s *Snapshot, pools []PoolUsage, metrics map[string]ServiceMetrics) error {
+// WriteTop prints one screen of `spillway top`: per service and per pool,
+// then the notes on sources that could not be read. Pure.
+func WriteTop(w io.Writer, s *Snapshot, pools []PoolUsage, metrics map[string]ServiceMetrics, notes []string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintf(tw, "spillway top — %s\n\n", s.Now.UTC().Format(time.RFC3339))
 	fmt.Fprintln(tw, "SERVICE\tREADY/REPLICAS\tDESIRED\tPOOLS (ready/all)\tGPU UTIL\tQUEUE\tIN-FLIGHT")
@@ -244,13 +247,44 @@ func WriteTop(w io.Writer, s *Snapshot, pools []PoolUsage, metrics map[string]Se
 		fmt.Fprintf(tw, "%s/%s\t%d/%d\t%d\t%s\t%s\t%s\t%s\n", svc.Namespace, svc.Name, svc.Status.ReadyReplicas, svc.Status.Replicas,
 			svc.Status.DesiredReplicas, poolsString(s.replicasByPool(svc)), fmtOpt(m.GPUUtil, "%.0f%%"), fmtOpt(m.Queue, "%.0f"), fmtOpt(m.InFlight, "%.0f"))
 	}
+	if len(s.Services) == 0 {
+		fmt.Fprintln(tw, "(no InferenceServices)")
+	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "POOL\tROLE\tNODES (ready/all)\tGPUS (used/all)\tPRICE/H\tCOST/H")
+	fmt.Fprintln(tw, "POOL\tROLE\tNODES (ready/all)\tGPUS (used/all)\tREPLICAS\tGPU UTIL\tQUEUE\tIN-FLIGHT\tPRICE/H\tCOST/H")
 	total := 0.0
 	for _, p := range pools {
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d/%d\t%.2f\t%.2f\n", p.Pool, p.Role, p.Ready, p.Nodes, p.GPUsUsed, p.GPUs, p.PricePerHour, p.CostPerHour)
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d/%d\t%d\t%s\t%s\t%s\t%.2f\t%.2f\n", p.Pool, p.Role, p.Ready, p.Nodes, p.GPUsUsed, p.GPUs,
+			p.Replicas, fmtOpt(p.GPUUtil, "%.0f%%"), fmtOpt(p.Queue, "%.0f"), fmtOpt(p.InFlight, "%.0f"), p.PricePerHour, p.CostPerHour)
 		total += p.CostPerHour
 	}
-	fmt.Fprintf(tw, "TOTAL\t\t\t\t\t%.2f\n", total)
-	return tw.Flush()
+	fmt.Fprintf(tw, "TOTAL\t\t\t\t\t\t\t\t\t%.2f\n", total)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		if _, err := fmt.Fprintf(w, "note: %s\n", n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WithLive adds the live per-pool figures to the pools' rows; pools with
+// replicas but no row (no nodes, no NodePool: "(unknown node)") get one. Pure.
+func WithLive(pools []PoolUsage, live map[string]PoolLive) []PoolUsage {
+	out := make([]PoolUsage, 0, len(pools))
+	seen := map[string]bool{}
+	for _, p := range pools {
+		p.PoolLive = live[p.Pool]
+		seen[p.Pool] = true
+		out = append(out, p)
+	}
+	for name, l := range live {
+		if !seen[name] && l.Replicas > 0 {
+			out = append(out, PoolUsage{Pool: name, Role: "-", PoolLive: l})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pool < out[j].Pool })
+	return out
 }
