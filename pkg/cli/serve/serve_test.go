@@ -20,14 +20,16 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 // seedArgs is the seed scenario's arena command line (reference.md), with the
-// image the documentation elides filled in.
+// image the documentation elides filled in, as the shell passes it: the
+// line continuation inside the quoted vLLM command leaves four spaces
+// (TestSeedCommandLineExactly splits the line itself).
 var seedArgs = []string{
 	"--name=qwen-chat", "--image=kube-ai-registry.cn-shanghai.cr.aliyuncs.com/kube-ai/vllm:0.4.1",
 	"--scale-metric=DCGM_CUSTOM_PROCESS_SM_UTIL", "--scale-target=50",
 	"--min-replicas=1", "--max-replicas=3", "--gpus=1", "--cpu=4", "--memory=12Gi",
 	"--data=llm-model:/mnt/models/Qwen",
 	"python3 -m vllm.entrypoints.openai.api_server --port 8080 --trust-remote-code --served-model-name qwen " +
-		"--model /mnt/models/Qwen --gpu-memory-utilization 0.95 --quantization gptq --max-model-len=6144",
+		"   --model /mnt/models/Qwen --gpu-memory-utilization 0.95 --quantization gptq --max-model-len=6144",
 }
 
 // runDry runs `serve kserve --dry-run` with args and returns its output.
