@@ -240,6 +240,62 @@ type state struct {
 	// frontier is the unit the plan was narrowed to (BeforeNextUnit), -1
 	// when it was not narrowed.
 	frontier int
+	// unit is the unit of the node chosen, set by Reserve (in the
+	// scheduling cycle, where the snapshot may be read).
+	unit int
+	// sel are the units' nodeSelectors as label pairs, and rules the score
+	// and reject reason ("" when allowed) of unit i at i+1 (0: outside every
+	// unit), computed once per cycle so that Filter and Score, called for
+	// hundreds of nodes per pod, only match labels and index.
+	sel   [][]labelPair
+	rules []nodeRule
+}
+
+type labelPair struct{ key, value string }
+
+type nodeRule struct {
+	score  int64
+	reject string
+}
+
+// compile fills sel and rules from the plan.
+func (s *state) compile() {
+	rp := s.plan.Policy
+	s.sel = make([][]labelPair, len(rp.Spec.Units))
+	for i := range rp.Spec.Units {
+		for k, v := range rp.Spec.Units[i].NodeSelector {
+			s.sel[i] = append(s.sel[i], labelPair{k, v})
+		}
+	}
+	s.rules = make([]nodeRule, len(rp.Spec.Units)+1)
+	for unit := -1; unit < len(rp.Spec.Units); unit++ {
+		r := &s.rules[unit+1]
+		r.score = score(&s.plan, unit)
+		switch {
+		case s.plan.Allows(unit):
+		case s.frontier >= 0 && s.full.Allows(unit):
+			r.reject = held(&s.plan, unit, s.frontier)
+		default:
+			r.reject = reject(&s.plan, unit)
+		}
+	}
+}
+
+// unitOf is resourcepolicy.UnitOf on the compiled selectors.
+func (s *state) unitOf(node *corev1.Node) int {
+	if node == nil {
+		return -1
+	}
+next:
+	for i, sel := range s.sel {
+		for _, l := range sel {
+			if v, ok := node.Labels[l.key]; !ok || v != l.value {
+				continue next
+			}
+		}
+		return i
+	}
+	return -1
 }
 
 func (s *state) Clone() fwk.StateData { return s }
@@ -288,7 +344,7 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 	if len(plan.Units) == 0 && !plan.Others {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, plan.Explain())
 	}
-	st := &state{plan: plan, full: plan, frontier: -1}
+	st := &state{plan: plan, full: plan, frontier: -1, unit: -1}
 	if rp.Spec.PreemptPolicy == schedulingv1alpha1.PreemptBeforeNextUnit && mayPreempt(pod) {
 		p.mu.Lock()
 		tried, ok := p.tried[pod.UID]
@@ -298,9 +354,15 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 		}
 		st.plan, st.frontier = narrow(plan, tried)
 	}
+	st.compile()
 	cs.Write(stateKey, st)
 	klog.FromContext(ctx).V(4).Info("ResourcePolicy plan", "pod", klog.KObj(pod), "policy", klog.KObj(rp),
 		"units", len(st.plan.Units), "others", st.plan.Others, "waiting", plan.Wait != nil, "frontier", st.frontier)
+	if st.plan.Others && len(st.plan.Skipped) == 0 {
+		// Every node is allowed (prefer, no unit at max, no wait): Filter
+		// has nothing to reject, skip it; Score still ranks the units.
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
 	return nil, nil
 }
 
@@ -387,14 +449,10 @@ func (p *Plugin) Filter(_ context.Context, cs fwk.CycleState, pod *corev1.Pod, n
 	if !ok {
 		return nil
 	}
-	unit := resourcepolicy.UnitOf(s.plan.Policy, ni.Node())
-	if s.plan.Allows(unit) {
-		return nil
+	if r := s.rules[s.unitOf(ni.Node())+1]; r.reject != "" {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, r.reject)
 	}
-	if s.frontier >= 0 && s.full.Allows(unit) {
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, held(&s.plan, unit, s.frontier))
-	}
-	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reject(&s.plan, unit))
+	return nil
 }
 
 // held is the reason for a node the plan allows but BeforeNextUnit holds
@@ -440,7 +498,7 @@ func (p *Plugin) Score(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, ni f
 	if !ok {
 		return 0, nil
 	}
-	return score(&s.plan, resourcepolicy.UnitOf(s.plan.Policy, ni.Node())), nil
+	return s.rules[s.unitOf(ni.Node())+1].score, nil
 }
 
 func score(plan *resourcepolicy.Plan, unit int) int64 {
@@ -537,8 +595,15 @@ func (p *Plugin) preempting(pod *corev1.Pod, s *state) (string, bool) {
 	return "", false
 }
 
-// Reserve counts the pod on its node until the informer shows it bound.
-func (p *Plugin) Reserve(_ context.Context, _ fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
+// Reserve counts the pod on its node until the informer shows it bound,
+// and notes the node's unit for the binding cycle.
+func (p *Plugin) Reserve(_ context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
+	if s, ok := readState(cs); ok {
+		s.unit = -1
+		if ni, err := p.handle.SnapshotSharedLister().NodeInfos().Get(nodeName); err == nil {
+			s.unit = s.unitOf(ni.Node())
+		}
+	}
 	p.counts.assume(pod, nodeName)
 	p.mu.Lock()
 	delete(p.tried, pod.UID)
@@ -573,13 +638,10 @@ func (p *Plugin) eventOnce(pod *corev1.Pod, rp *schedulingv1alpha1.ResourcePolic
 	rec.Eventf(pod, related, kind, reason, "Scheduling", "%s", note)
 }
 
-// markers returns the unit of nodeName under the cycle's plan and its
+// markers returns the unit chosen (noted by Reserve) and its
 // podLabels/podAnnotations (nil when there are none to write).
-func (p *Plugin) markers(s *state, nodeName string) (unit int, u *schedulingv1alpha1.Unit) {
-	unit = -1
-	if ni, err := p.handle.SnapshotSharedLister().NodeInfos().Get(nodeName); err == nil {
-		unit = resourcepolicy.UnitOf(s.plan.Policy, ni.Node())
-	}
+func markers(s *state) (unit int, u *schedulingv1alpha1.Unit) {
+	unit = s.unit
 	if unit < 0 {
 		return unit, nil
 	}
@@ -593,12 +655,12 @@ func (p *Plugin) markers(s *state, nodeName string) (unit int, u *schedulingv1al
 // PreBindPreFlight skips PreBind unless the unit has podLabels or
 // podAnnotations to write: when a PreBind runs, the scheduler first writes
 // the pod's nominatedNodeName (one more API call per pod).
-func (p *Plugin) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, nodeName string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
+func (p *Plugin) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
 	s, ok := readState(cs)
 	if !ok {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	if _, u := p.markers(s, nodeName); u == nil {
+	if _, u := markers(s); u == nil {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
@@ -610,7 +672,7 @@ func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod
 	if !ok {
 		return nil
 	}
-	unit, u := p.markers(s, nodeName)
+	unit, u := markers(s)
 	if u == nil {
 		return nil
 	}
@@ -636,7 +698,7 @@ func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, pod *corev1.Pod,
 		return
 	}
 	rp := s.plan.Policy
-	unit, _ := p.markers(s, nodeName)
+	unit, _ := markers(s)
 	where := "outside its units (strategy prefer)"
 	if unit >= 0 {
 		where = fmt.Sprintf("unit %d (%s)", unit, rp.Spec.Units[unit].Resource)

@@ -1,6 +1,8 @@
 package resourcepolicy
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +10,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
@@ -60,5 +65,80 @@ func TestScoreAndReject(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkFilterScore is the plugin's per-node cost in a scheduling cycle
+// (Filter and Score of one node), once the first unit is at max so that
+// Filter runs; the scheduler calls both for hundreds of nodes per pod.
+func BenchmarkFilterScore(b *testing.B) {
+	rp := &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
+		Spec: schedulingv1alpha1.ResourcePolicySpec{Units: []schedulingv1alpha1.Unit{
+			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc"}, Max: ptr.To[int32](0)},
+			{Resource: "elastic", NodeSelector: map[string]string{"pool": "el"}},
+		}}}
+	pols := staticPolicies{rp}
+	p := NewWithLister(nil, pols, clock.RealClock{}, memPods{}, memNodes{})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", UID: "x"}}
+	cs := framework.NewCycleState()
+	if _, st := p.PreFilter(context.Background(), cs, pod, nil); !st.IsSuccess() {
+		b.Fatal(st)
+	}
+	var nodes []fwk.NodeInfo
+	for i := range 500 {
+		ni := framework.NewNodeInfo()
+		ni.SetNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("n", i),
+			Labels: map[string]string{"pool": []string{"idc", "el"}[i%2], corev1.LabelHostname: fmt.Sprint("n", i),
+				"topology.kubernetes.io/zone": "z1", "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "gpu"}}})
+		nodes = append(nodes, ni)
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		ni := nodes[i%len(nodes)]
+		if st := p.Filter(context.Background(), cs, pod, ni); st.IsSuccess() {
+			if _, st := p.Score(context.Background(), cs, pod, ni); !st.IsSuccess() {
+				b.Fatal(st)
+			}
+		}
+	}
+}
+
+type staticPolicies []*schedulingv1alpha1.ResourcePolicy
+
+func (s staticPolicies) List(string) []*schedulingv1alpha1.ResourcePolicy { return s }
+
+// TestCompiledRules: the per-cycle rules give the unit, score and reason
+// of the plan's own functions for every node.
+func TestCompiledRules(t *testing.T) {
+	rp := &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
+		Spec: schedulingv1alpha1.ResourcePolicySpec{Strategy: schedulingv1alpha1.StrategyRequired, Units: []schedulingv1alpha1.Unit{
+			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc", "zone": "a"}, Max: ptr.To[int32](0)},
+			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc"}},
+			{Resource: "elastic", NodeSelector: map[string]string{}},
+		}}}
+	plan, err := resourcepolicy.NewSnapshot([]*schedulingv1alpha1.ResourcePolicy{rp}, nil, nil).PlanFor(rp,
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default"}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrowed, frontier := narrow(plan, -1)
+	s := &state{plan: narrowed, full: plan, frontier: frontier}
+	s.compile()
+	for _, l := range []map[string]string{{"pool": "idc", "zone": "a"}, {"pool": "idc", "zone": "b"}, {"pool": "idc"}, {"zone": "a"}, nil} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: l}}
+		unit := resourcepolicy.UnitOf(rp, n)
+		if got := s.unitOf(n); got != unit {
+			t.Errorf("labels %v: unit %d, want %d", l, got, unit)
+		}
+		want := nodeRule{score: score(&narrowed, unit)}
+		if !narrowed.Allows(unit) {
+			want.reject = reject(&narrowed, unit)
+			if plan.Allows(unit) {
+				want.reject = held(&narrowed, unit, frontier)
+			}
+		}
+		if got := s.rules[unit+1]; got != want {
+			t.Errorf("labels %v (unit %d): rule %+v, want %+v", l, unit, got, want)
+		}
 	}
 }
