@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/spillway-io/spillway/pkg/cloudprovider"
@@ -78,8 +79,15 @@ func controllerSetups() []controllerSetup {
 			if !ok {
 				simClock = clock.RealClock{}
 			}
+			// The simulated cloud is another system than the manager: it
+			// reads and writes Nodes directly, not through the manager's
+			// cache (a Node it just created is not in the cache yet).
+			cloud, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+			if err != nil {
+				return err
+			}
 			providers := cloudprovider.Registry{
-				sim.Name: sim.New(mgr.GetClient(), sim.WithClock(simClock),
+				sim.Name: sim.New(cloud, sim.WithClock(simClock),
 					sim.WithLogger(mgr.GetLogger().WithName("sim-cloud"))),
 			}
 			return nodepool.SetupWithManager(mgr, nodepool.Options{

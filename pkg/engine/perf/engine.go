@@ -285,7 +285,10 @@ func (e *Engine) startStep(now time.Time) {
 		time.Duration(float64(int64(ctx)*m.KVBytesPerToken())/g.BandwidthBytesPerSec*float64(time.Second)) +
 		time.Duration(decode)*g.PerSeqOverhead
 	dur := prefillDur + decodeDur
-	occupancy := 0.3 + 0.7*math.Min(1, float64(max(decode, admitted))/float64(g.SaturationBatch))
+	// A decode step streams every weight through every SM, so warps are
+	// resident (DCGM counts the SM active) even for one sequence; a larger
+	// batch fills the remaining issue slots up to the saturating batch.
+	occupancy := 0.6 + 0.4*math.Min(1, float64(max(decode, admitted))/float64(g.SaturationBatch))
 	e.stepActivity = (prefillDur.Seconds() + decodeDur.Seconds()*occupancy) / dur.Seconds()
 	e.inStep, e.stepStart, e.stepEnd = true, now, now.Add(dur)
 }

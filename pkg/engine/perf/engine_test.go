@@ -164,8 +164,8 @@ func TestSMUtilisationFollowsBatch(t *testing.T) {
 	}
 	one, full := sm(1), sm(32)
 	t.Logf("SM util: 1 stream %.1f%%, 32 streams %.1f%%", one, full)
-	if one < 20 || one > 60 || full < 95 {
-		t.Errorf("SM util: one stream %.1f%% (want moderate), full batch %.1f%% (want ~100)", one, full)
+	if one < 45 || one > 80 || full < 95 || full-one < 15 {
+		t.Errorf("SM util: one stream %.1f%% (want above half: a memory-bound decode keeps every SM active), full batch %.1f%% (want ~100)", one, full)
 	}
 }
 
