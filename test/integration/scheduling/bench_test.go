@@ -24,13 +24,14 @@ import (
 )
 
 const (
-	benchNodes = 500
-	benchPods  = 1000
+	benchNodes  = 500
+	benchPods   = 1000
+	benchRounds = 3
 )
 
 // BenchmarkThroughput measures pods/s of the same kube-scheduler build with
 // and without the plugin, 1,000 pods matched by a two-unit policy on 500
-// nodes, in one run (two rounds, order alternated, best of each kept), and reports
+// nodes, in one run (three rounds, order alternated, best of each kept), and reports
 // the ratio plugin/plain (goal >= 0.9).
 func BenchmarkThroughput(b *testing.B) {
 	ctx := context.Background()
@@ -67,11 +68,12 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	best := map[bool]float64{}
 	for b.Loop() {
-		for round := range 2 {
+		for round := range benchRounds {
 			order := []bool{false, true}
 			if round%2 == 1 {
 				order = []bool{true, false} // neither variant always runs second
 			}
+			rates := map[bool]float64{}
 			for _, withPlugin := range order {
 				name := fmt.Sprintf("bench-%t-%d", withPlugin, round)
 				rate, first, err := measure(ctx, ns, name, withPlugin)
@@ -80,7 +82,9 @@ func BenchmarkThroughput(b *testing.B) {
 				}
 				b.Logf("%s: %.0f pods/s (first binding seen after %s); %s", name, rate, first.Round(time.Millisecond), schedulerStats(name))
 				best[withPlugin] = max(best[withPlugin], rate)
+				rates[withPlugin] = rate
 			}
+			b.Logf("round %d: ratio %.2f", round, rates[true]/rates[false])
 		}
 	}
 	b.ReportMetric(best[false], "plain-pods/s")
