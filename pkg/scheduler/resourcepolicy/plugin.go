@@ -47,6 +47,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -70,6 +71,8 @@ type Plugin struct {
 	policies policyLister
 	clock    clock.WithTicker
 	counts   *counts
+	// synced tells whether the policy informer has synced (nil: always).
+	synced func() bool
 
 	mu     sync.Mutex
 	timers map[types.UID]clock.Timer
@@ -142,10 +145,11 @@ func New(ctx context.Context, _ runtime.Object, h fwk.Handle) (fwk.Plugin, error
 	}); err != nil {
 		return nil, err
 	}
+	// Not waited for here: the scheduler syncs its own (much larger) pod and
+	// node caches before the first cycle, and PreFilter waits for this one
+	// if it ever comes first.
 	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return nil, fmt.Errorf("ResourcePolicy informer did not sync")
-	}
+	p.synced = inf.HasSynced
 	return p, nil
 }
 
@@ -312,6 +316,13 @@ func readState(cs fwk.CycleState) (*state, bool) {
 // PreFilter computes the pod's plan from the policy and the incremental
 // counts: O(units), whatever the number of pods and nodes.
 func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	if p.synced != nil && !p.synced() {
+		if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
+			return p.synced(), nil
+		}); err != nil {
+			return nil, fwk.AsStatus(fmt.Errorf("waiting for the ResourcePolicy informer: %w", err))
+		}
+	}
 	pols := p.policies.List(pod.Namespace)
 	if len(pols) == 0 {
 		return nil, fwk.NewStatus(fwk.Skip)
@@ -381,6 +392,9 @@ const signKey = "spillway.io/ResourcePolicy.Match()"
 // signed are still enforced; only the choice among allowed nodes reuses the
 // previous pod's scores. A conflict or a missing group label is not signed.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	if p.synced != nil && !p.synced() {
+		return nil, fwk.NewStatus(fwk.Unschedulable, "ResourcePolicies not synced yet")
+	}
 	value := ""
 	if pols := p.policies.List(pod.Namespace); len(pols) > 0 {
 		rp, err := resourcepolicy.NewSnapshot(pols, nil, nil).Match(pod)
