@@ -28,7 +28,8 @@ import (
 const (
 	// AnnotationBalancer: least-request (default), p2c or round-robin.
 	AnnotationBalancer = "gateway.spillway.io/balancer"
-	// AnnotationPoolPreference: "false" turns pool preference off (default on).
+	// AnnotationPoolPreference: "true" or "false" (default: on for the llm
+	// autoscaler class only; see PolicyOf).
 	AnnotationPoolPreference = "gateway.spillway.io/pool-preference"
 	// AnnotationSaturation: load per replica above which traffic spills to the next pool.
 	AnnotationSaturation = "gateway.spillway.io/saturation"
@@ -77,7 +78,7 @@ func Build(s State) ([]routing.Service, error) {
 		if isvc.DeletionTimestamp != nil {
 			continue
 		}
-		policy, err := PolicyOf(isvc.Annotations)
+		policy, err := PolicyOf(isvc.Annotations, isvc.Spec.Predictor.AutoscalerClass)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("InferenceService %s/%s: %w", isvc.Namespace, isvc.Name, err))
 		}
@@ -244,8 +245,17 @@ func PoolRanks(pools []spillwayv1alpha1.NodePool) map[string]int {
 
 // PolicyOf reads the balancing annotations; bad values are reported and
 // replaced by defaults.
-func PolicyOf(ann map[string]string) (balancer.Policy, error) {
-	p := balancer.Policy{PoolPreference: true}
+//
+// Pool preference is on by default only for the llm autoscaler class, whose
+// signals (in-flight requests and queue per replica, summed over the
+// service) do not depend on where requests go. Under an HPA on a per-replica
+// average such as SM utilisation (the seed's), keeping an unsaturated IDC
+// replica busy and the cloud replicas idle pulls the average under target:
+// the HPA scales in, the IDC replica saturates, the HPA scales out — it
+// flaps. There, requests are spread over all ready replicas, as an ingress
+// does, unless the annotation asks for pool preference.
+func PolicyOf(ann map[string]string, class spillwayv1alpha1.AutoscalerClass) (balancer.Policy, error) {
+	p := balancer.Policy{PoolPreference: class == spillwayv1alpha1.AutoscalerLLM}
 	var errs []error
 	if v, ok := ann[AnnotationBalancer]; ok {
 		a, err := balancer.ParseAlgorithm(v)

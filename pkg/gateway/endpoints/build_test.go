@@ -38,6 +38,10 @@ func (b *isvcBuilder) Annotation(k, v string) *isvcBuilder {
 	b.Annotations[k] = v
 	return b
 }
+func (b *isvcBuilder) Class(c spillwayv1alpha1.AutoscalerClass) *isvcBuilder {
+	b.Spec.Predictor.AutoscalerClass = c
+	return b
+}
 func (b *isvcBuilder) Timeout(s int64) *isvcBuilder {
 	b.Spec.Predictor.TimeoutSeconds = &s
 	return b
@@ -85,6 +89,7 @@ func TestBuild(t *testing.T) {
 				Annotation(AnnotationBalancer, "p2c").Annotation(AnnotationSaturation, "3").
 				Annotation(AnnotationPrefixAffinity, "true").Annotation(AnnotationPoolPreference, "false").Obj(),
 			makeISVC("default", "cold").Obj(),
+			makeISVC("default", "elastic").Class(spillwayv1alpha1.AutoscalerLLM).Obj(),
 		},
 		Slices: []discoveryv1.EndpointSlice{
 			makeSlice("default", "qwen-chat-predictor-abc", "qwen-chat-predictor", 8080,
@@ -110,7 +115,7 @@ func TestBuild(t *testing.T) {
 	want := []routing.Service{
 		{
 			Namespace: "default", Name: "qwen-chat", Model: "qwen", Timeout: 30 * time.Second,
-			Policy: balancer.Policy{Algorithm: balancer.LeastRequest, PoolPreference: true},
+			Policy: balancer.Policy{Algorithm: balancer.LeastRequest},
 			Endpoints: []routing.Endpoint{
 				{Address: "10.0.0.1:8080", Pool: "GPU-V100-Edge", PoolRank: 0},
 				{Address: "10.0.0.2:8080", Pool: "GPU-V100-Elastic", PoolRank: 1},
@@ -122,7 +127,9 @@ func TestBuild(t *testing.T) {
 			Policy:    balancer.Policy{Algorithm: balancer.PowerOfTwo, Saturation: 3, PrefixAffinity: true},
 			Endpoints: []routing.Endpoint{{Address: "10.1.0.1:9000", Pool: "GPU-V100-Edge"}},
 		},
-		{Namespace: "default", Name: "cold", Model: "cold", Policy: balancer.Policy{Algorithm: balancer.LeastRequest, PoolPreference: true}},
+		{Namespace: "default", Name: "cold", Model: "cold", Policy: balancer.Policy{Algorithm: balancer.LeastRequest}},
+		// Pool preference by default only under the llm autoscaler.
+		{Namespace: "default", Name: "elastic", Model: "elastic", Policy: balancer.Policy{Algorithm: balancer.LeastRequest, PoolPreference: true}},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Build (-want,+got):\n%s", d)
