@@ -498,12 +498,24 @@ func reject(plan *resourcepolicy.Plan, unit int) string {
 	return fmt.Sprintf("node(s) in unit %d of ResourcePolicy %s, not allowed now", unit, key)
 }
 
-// PreScore skips scoring for pods without a policy.
-func (p *Plugin) PreScore(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _ []fwk.NodeInfo) *fwk.Status {
-	if _, ok := readState(cs); !ok {
+// PreScore skips scoring for pods without a policy, and when every
+// feasible node gets the same score (e.g. all in one unit): the scores
+// would not change the choice, and each score plugin costs a call per node.
+func (p *Plugin) PreScore(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
+	s, ok := readState(cs)
+	if !ok {
 		return fwk.NewStatus(fwk.Skip)
 	}
-	return nil
+	if len(nodes) == 0 {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	first := s.rules[s.unitOf(nodes[0].Node())+1].score
+	for _, ni := range nodes[1:] {
+		if s.rules[s.unitOf(ni.Node())+1].score != first {
+			return nil
+		}
+	}
+	return fwk.NewStatus(fwk.Skip)
 }
 
 // Score ranks nodes by unit order.

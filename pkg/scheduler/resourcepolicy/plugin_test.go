@@ -142,3 +142,28 @@ func TestCompiledRules(t *testing.T) {
 		}
 	}
 }
+
+// TestPreScoreSkipsEqualScores: scoring is skipped when every feasible node
+// is in the same unit, and runs when units differ.
+func TestPreScoreSkipsEqualScores(t *testing.T) {
+	rp := &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
+		Spec: schedulingv1alpha1.ResourcePolicySpec{Units: []schedulingv1alpha1.Unit{
+			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc"}},
+			{Resource: "elastic", NodeSelector: map[string]string{"pool": "el"}},
+		}}}
+	p := NewWithLister(nil, staticPolicies{rp}, clock.RealClock{}, memPods{}, memNodes{})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", UID: "x"}}
+	cs := framework.NewCycleState()
+	p.PreFilter(context.Background(), cs, pod, nil)
+	node := func(pool string) fwk.NodeInfo {
+		ni := framework.NewNodeInfo()
+		ni.SetNode(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: pool, Labels: map[string]string{"pool": pool}}})
+		return ni
+	}
+	if st := p.PreScore(context.Background(), cs, pod, []fwk.NodeInfo{node("el"), node("el")}); !st.IsSkip() {
+		t.Errorf("one unit: PreScore %v, want Skip", st)
+	}
+	if st := p.PreScore(context.Background(), cs, pod, []fwk.NodeInfo{node("el"), node("idc")}); !st.IsSuccess() {
+		t.Errorf("two units: PreScore %v, want Success", st)
+	}
+}
