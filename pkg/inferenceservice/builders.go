@@ -131,7 +131,15 @@ func MakeDeployment(isvc *spillwayv1alpha1.InferenceService) (*appsv1.Deployment
 	}
 	port := ServerPort(server)
 	if !hasPort(server, port) {
-		server.Ports = append(server.Ports, corev1.ContainerPort{Name: "http", ContainerPort: port, Protocol: corev1.ProtocolTCP})
+		// The server listens on a port the spec does not declare (its
+		// command line says so): declare it, under a name still free.
+		name := "http"
+		for _, p := range server.Ports {
+			if p.Name == name {
+				name = "server"
+			}
+		}
+		server.Ports = append(server.Ports, corev1.ContainerPort{Name: name, ContainerPort: port, Protocol: corev1.ProtocolTCP})
 	}
 	if server.ReadinessProbe == nil {
 		server.ReadinessProbe = &corev1.Probe{

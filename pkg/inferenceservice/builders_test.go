@@ -279,3 +279,22 @@ func TestSchedulerName(t *testing.T) {
 		t.Errorf("schedulerName %q", got)
 	}
 }
+
+// TestUndeclaredServerPort checks a command line listening on a port the
+// container does not declare adds it under a free name (a Deployment with
+// two ports named http is invalid).
+func TestUndeclaredServerPort(t *testing.T) {
+	isvc := readISVC(t, filepath.Join("testdata", "llm-scale-to-zero.isvc.yaml"))
+	c := &isvc.Spec.Predictor.Containers[0]
+	c.Command = []string{"sh", "-c", "vllm serve /models/x --port 8000"}
+	c.Args = nil
+	c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	d, err := MakeDeployment(isvc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := d.Spec.Template.Spec.Containers[0].Ports
+	if len(got) != 2 || got[1].ContainerPort != 8000 || got[1].Name == got[0].Name {
+		t.Errorf("ports %+v", got)
+	}
+}

@@ -203,7 +203,9 @@ func Components(c Config) []Component {
 				"--authorization-kubeconfig=" + kc,
 				"--bind-address=127.0.0.1",
 				"--secure-port=" + strconv.Itoa(p.KCM),
-				"--controllers=*",
+				// The endpoint controllers are off: pods run on 127.x addresses, which
+				// Endpoints and EndpointSlices refuse (the gateway reads pods instead).
+				"--controllers=*,-endpoint,-endpointslice,-endpointslicemirroring",
 				"--leader-elect=false",
 				"--root-ca-file=" + c.pki(FileCACert),
 				"--service-account-private-key-file=" + c.pki(FileSAKey),

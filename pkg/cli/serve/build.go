@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	spillwayv1alpha1 "github.com/spillway-io/spillway/apis/spillway/v1alpha1"
+	isvcbuild "github.com/spillway-io/spillway/pkg/inferenceservice"
 )
 
 // ContainerName is the name KServe gives the model server's container.
@@ -118,6 +119,8 @@ func Build(o Options) (*spillwayv1alpha1.InferenceService, error) {
 	}
 	if o.Port < 1 || o.Port > 65535 {
 		b.errf("--port %d: want 1..65535", o.Port)
+	} else if p, ok := isvcbuild.PortFromCommandLine(c.Command); ok && p != o.Port {
+		b.errf("--port %d, but the command line listens on --port %d: give the same port to both (or leave --port out)", o.Port, p)
 	} else {
 		c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: o.Port, Protocol: corev1.ProtocolTCP}}
 	}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-io/spillway/pkg/cli/kubeflags"
+	isvcbuild "github.com/spillway-io/spillway/pkg/inferenceservice"
 )
 
 // unsupported are arena's `serve kserve` flags that Spillway accepts on the
@@ -103,6 +104,13 @@ and then rejected, by name, with an error.`,
 					return usageError(cmd, fmt.Errorf("give the command either with --command or as the last argument, not both"))
 				}
 				o.Command = strings.Join(args, " ")
+			}
+			// arena's --port defaults to 8080; a command line that listens
+			// elsewhere (vllm serve --port 8000) sets it when --port is not given.
+			if !fs.Changed("port") {
+				if p, ok := isvcbuild.PortFromCommandLine([]string{o.Shell, "-c", o.Command}); ok {
+					o.Port = p
+				}
 			}
 			ns, err := kube.ResolveNamespace()
 			if err != nil {

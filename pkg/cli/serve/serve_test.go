@@ -258,3 +258,19 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestPortFromCommandLine checks --port follows the command line's --port
+// when not given, and that the two may not disagree.
+func TestPortFromCommandLine(t *testing.T) {
+	out, err := runDry(t, "--name=llama", "--image=vllm", "vllm serve /models/llama --port 8000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "containerPort: 8000") || strings.Contains(out, "containerPort: 8080") {
+		t.Errorf("want the container port of the command line (8000):\n%s", out)
+	}
+	_, err = runDry(t, "--name=llama", "--image=vllm", "--port=8080", "vllm serve /models/llama --port 8000")
+	if err == nil || !strings.Contains(err.Error(), "--port 8080, but the command line listens on --port 8000") {
+		t.Errorf("mismatched ports: %v", err)
+	}
+}
