@@ -208,6 +208,10 @@ func schedulerStats(profile string) string {
 				sums["batch "+labels["result"]] += m.GetCounter().GetValue()
 			case "scheduler_batch_cache_flushed_total":
 				sums["flush "+labels["reason"]] += m.GetCounter().GetValue()
+			case "scheduler_plugin_evaluation_total":
+				if labels["extension_point"] == "Filter" && (labels["plugin"] == "NodeResourcesFit" || labels["plugin"] == "SpillwayResourcePolicy") {
+					sums["filtered "+labels["plugin"]] += m.GetCounter().GetValue()
+				}
 			case "scheduler_framework_extension_point_duration_seconds":
 				sums["ms "+labels["extension_point"]] += 1000 * m.GetHistogram().GetSampleSum()
 			case "scheduler_scheduling_attempt_duration_seconds":

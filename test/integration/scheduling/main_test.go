@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -123,6 +124,12 @@ func startScheduler(parent context.Context, withPlugin bool, schedulerName strin
 	}
 	opts.InformerName = name
 	ctx, cancel := context.WithCancel(parent)
+	// Goroutines of this scheduler (informers, scheduling and binding
+	// cycles) carry its name as a pprof label: go test -cpuprofile, then
+	// go tool pprof -tagfocus scheduler=<name>.
+	ctx = pprof.WithLabels(ctx, pprof.Labels("scheduler", schedulerName))
+	pprof.SetGoroutineLabels(ctx)
+	defer pprof.SetGoroutineLabels(parent)
 	cc, sched, err := schedapp.Setup(ctx, opts, schedapp.WithPlugin(rpplugin.Name, rpplugin.New))
 	if err != nil {
 		cancel()
