@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,8 +52,9 @@ type options struct {
 	minReplicas, maxReplicas       int
 	idcNodes, elasticNodes         int
 	price                          float64
-	peakWindow                     time.Duration
+	peakWindow, warmup             time.Duration
 	calibrateScales, calibrateReps string
+	sweep                          string
 }
 
 func run(args []string, out io.Writer) error {
@@ -80,6 +82,8 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&o.elasticNodes, "elastic-nodes", 3, "maximum elastic GPU nodes")
 	fs.Float64Var(&o.price, "price", 2.5, "elastic node price per hour")
 	fs.DurationVar(&o.peakWindow, "peak-window", 10*time.Minute, "length of the busiest window reported separately")
+	fs.DurationVar(&o.warmup, "warmup", 5*time.Minute, "start of the run left out of the 'after warm-up' figures")
+	fs.StringVar(&o.sweep, "sweep", "", "rate scales to run one after the other (comma-separated), instead of -rate-scale; no -csv/-png")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,35 +97,52 @@ func run(args []string, out io.Writer) error {
 	if o.calibrate {
 		return calibrate(o, reqs, out)
 	}
-	sched, err := trace.Transform{SpeedUp: o.speedUp, RateScale: o.rateScale}.Apply(reqs)
-	if err != nil {
-		return err
+	scales := []float64{o.rateScale}
+	if o.sweep != "" {
+		if o.csvPath != "" || o.pngPath != "" {
+			return errors.New("-sweep does not write -csv or -png: give one -rate-scale")
+		}
+		if scales, err = floats("-sweep", o.sweep); err != nil {
+			return err
+		}
 	}
 	var runs []*autoscale.Result
-	for _, c := range strings.Split(o.classes, ",") {
-		class, err := autoscale.ParseClass(c)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "rate\tclass\trequests\tdropped\tTTFT p50\tp90\tp99\tSLO met\tafter %s\tbusiest %s\tits p99\tmax repl.\tmean repl.\tscale up/down\tIDC GPU-s\tcloud GPU-s\tcloud node-s\tcloud cost\t\n", o.warmup, o.peakWindow)
+	for _, scale := range scales {
+		sched, err := trace.Transform{SpeedUp: o.speedUp, RateScale: scale}.Apply(reqs)
 		if err != nil {
 			return err
 		}
-		cfg, err := config(o, class)
-		if err != nil {
-			return err
+		arrivals := make([]time.Duration, len(sched))
+		for i, r := range sched {
+			arrivals[i] = r.At
 		}
-		res, err := autoscale.Run(cfg, sched)
-		if err != nil {
-			return fmt.Errorf("%s: %w", class, err)
+		peak := autoscale.PeakWindow(arrivals, o.peakWindow)
+		last := sched[len(sched)-1].At
+		fmt.Fprintf(out, "rate scale %g, speed-up %g: %d of the trace's %d requests over %s (%.2f req/s), busiest %s from %s (%s)\n",
+			scale, o.speedUp, len(sched), len(reqs), last.Round(time.Second), float64(len(sched))/last.Seconds(),
+			o.peakWindow, peak, o.trace)
+		for _, c := range strings.Split(o.classes, ",") {
+			class, err := autoscale.ParseClass(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := config(o, class)
+			if err != nil {
+				return err
+			}
+			res, err := autoscale.Run(cfg, sched)
+			if err != nil {
+				return fmt.Errorf("%s: %w", class, err)
+			}
+			runs = append(runs, res)
+			row(tw, scale, res, o.warmup, peak, peak+o.peakWindow)
 		}
-		runs = append(runs, res)
 	}
-	arrivals := make([]time.Duration, len(sched))
-	for i, r := range sched {
-		arrivals[i] = r.At
+	if err := tw.Flush(); err != nil {
+		return err
 	}
-	peak := autoscale.PeakWindow(arrivals, o.peakWindow)
-	fmt.Fprintf(out, "trace %s: %d requests, rate scale %g, speed-up %g -> %d requests over %s (%.2f req/s); busiest %s from %s\n",
-		o.trace, len(reqs), o.rateScale, o.speedUp, len(sched), sched[len(sched)-1].At.Round(time.Second),
-		float64(len(sched))/sched[len(sched)-1].At.Seconds(), o.peakWindow, peak)
-	table(out, runs, peak, peak+o.peakWindow)
 	if o.csvPath != "" {
 		if err := writeFile(o.csvPath, func(w io.Writer) error { return autoscale.WriteTimelineCSV(w, runs...) }); err != nil {
 			return err
@@ -170,17 +191,25 @@ func load(path string) ([]trace.Request, error) {
 	return reqs, nil
 }
 
-func table(out io.Writer, runs []*autoscale.Result, peakFrom, peakTo time.Duration) {
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "class\trequests\tdropped\tTTFT p50\tp90\tp99\tSLO met\tpeak SLO met\tpeak p99\tmax repl.\tmean repl.\tscale up/down\tIDC GPU-s\tcloud GPU-s\tcloud node-s\tcloud cost\t")
-	for _, r := range runs {
-		pa, pp99, _ := r.Window(peakFrom, peakTo)
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%s\t%d\t%.2f\t%d/%d\t%.0f\t%.0f\t%.0f\t%.2f\t\n",
-			r.Class, r.Requests, r.Dropped, secs(r.TTFTP50), secs(r.TTFTP90), secs(r.TTFTP99), 100*r.SLOAttainment(),
-			100*pa, secs(pp99), r.MaxDesired, r.MeanReplicas, r.ScaleUps, r.ScaleDowns,
-			r.IDCGPUSeconds, r.ElasticGPUSeconds, r.ElasticNodeSeconds, r.CloudCost)
+func row(tw io.Writer, scale float64, r *autoscale.Result, warmup, peakFrom, peakTo time.Duration) {
+	wa, _, _ := r.Window(warmup, r.Duration())
+	pa, pp99, _ := r.Window(peakFrom, peakTo)
+	fmt.Fprintf(tw, "%g\t%s\t%d\t%d\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t%s\t%d\t%.2f\t%d/%d\t%.0f\t%.0f\t%.0f\t%.2f\t\n",
+		scale, r.Class, r.Requests, r.Dropped, secs(r.TTFTP50), secs(r.TTFTP90), secs(r.TTFTP99), 100*r.SLOAttainment(),
+		100*wa, 100*pa, secs(pp99), r.MaxDesired, r.MeanReplicas, r.ScaleUps, r.ScaleDowns,
+		r.IDCGPUSeconds, r.ElasticGPUSeconds, r.ElasticNodeSeconds, r.CloudCost)
+}
+
+func floats(flag, list string) ([]float64, error) {
+	var out []float64
+	for _, s := range strings.Split(list, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || !(v > 0) {
+			return nil, fmt.Errorf("%s: %q is not a positive number", flag, s)
+		}
+		out = append(out, v)
 	}
-	tw.Flush()
+	return out, nil
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
@@ -188,18 +217,14 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
 // calibrate runs fixed replica counts at several rate scales and prints the
 // TTFT SLO attainment in the busiest window.
 func calibrate(o options, reqs []trace.Request, out io.Writer) error {
-	var scales []float64
-	for _, s := range strings.Split(o.calibrateScales, ",") {
-		var v float64
-		if _, err := fmt.Sscan(strings.TrimSpace(s), &v); err != nil {
-			return fmt.Errorf("-calibrate-scales: %q is not a number", s)
-		}
-		scales = append(scales, v)
+	scales, err := floats("-calibrate-scales", o.calibrateScales)
+	if err != nil {
+		return err
 	}
 	var reps []int
 	for _, s := range strings.Split(o.calibrateReps, ",") {
-		var v int
-		if _, err := fmt.Sscan(strings.TrimSpace(s), &v); err != nil || v < 1 {
+		v, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || v < 1 {
 			return fmt.Errorf("-calibrate-replicas: %q is not a positive whole number", s)
 		}
 		reps = append(reps, v)
@@ -255,37 +280,32 @@ func writeFile(path string, write func(io.Writer) error) (err error) {
 	return write(f)
 }
 
-// plot draws load, replicas per pool and SM utilisation of every run.
+// plot draws the arrivals, the requests in flight, each run's replicas per
+// pool and the ready replicas' mean SM utilisation.
 func plot(w io.Writer, runs []*autoscale.Result) error {
-	var load, sm, repl []timeline.Series
-	for i, r := range runs {
-		var rate, util, idc, cloud, desired []timeline.Point
+	pts := func(r *autoscale.Result, f func(autoscale.Sample) float64) []timeline.Point {
+		out := make([]timeline.Point, 0, len(r.Timeline))
 		for _, p := range r.Timeline {
-			t := p.T.Seconds()
-			rate = append(rate, timeline.Point{T: t, V: float64(p.InFlight)})
-			util = append(util, timeline.Point{T: t, V: p.MeanSMUtil})
-			idc = append(idc, timeline.Point{T: t, V: float64(p.ReadyIDC)})
-			cloud = append(cloud, timeline.Point{T: t, V: float64(p.ReadyElastic)})
-			desired = append(desired, timeline.Point{T: t, V: float64(p.Desired)})
+			out = append(out, timeline.Point{T: p.T.Seconds(), V: f(p)})
 		}
-		if i == 0 {
-			var arr []timeline.Point
-			for _, p := range r.Timeline {
-				arr = append(arr, timeline.Point{T: p.T.Seconds(), V: p.ArrivalRate})
-			}
-			load = append(load, timeline.Series{Name: "arrivals/s", Points: arr})
-		}
-		name := string(r.Class)
-		load = append(load, timeline.Series{Name: name + " in flight", Points: rate})
-		sm = append(sm, timeline.Series{Name: name + " mean SM util %", Points: util})
-		repl = append(repl,
-			timeline.Series{Name: name + " desired", Points: desired, Step: true},
-			timeline.Series{Name: name + " ready IDC", Points: idc, Step: true},
-			timeline.Series{Name: name + " ready cloud", Points: cloud, Step: true})
+		return out
 	}
-	return timeline.WritePNG(w, []timeline.Panel{
-		{Title: "Load", YLabel: "requests", Series: load},
-		{Title: "Replicas per pool", YLabel: "replicas", Series: repl},
-		{Title: "SM utilisation (ready replicas)", YLabel: "%", Series: sm},
-	}, timeline.Options{Title: "hpa (SM util 50%) vs llm on the Azure conversation trace"})
+	panels := []timeline.Panel{{Title: "Arrivals", YLabel: "requests/s", Series: []timeline.Series{
+		{Name: "arrivals/s", Points: pts(runs[0], func(p autoscale.Sample) float64 { return p.ArrivalRate })},
+	}}}
+	inFlight := timeline.Panel{Title: "Requests in flight (gateway)", YLabel: "requests"}
+	sm := timeline.Panel{Title: "DCGM_CUSTOM_PROCESS_SM_UTIL, mean of ready replicas (hpa target 50)", YLabel: "%"}
+	for _, r := range runs {
+		name := string(r.Class)
+		inFlight.Series = append(inFlight.Series, timeline.Series{Name: name, Points: pts(r, func(p autoscale.Sample) float64 { return float64(p.InFlight) })})
+		sm.Series = append(sm.Series, timeline.Series{Name: name, Points: pts(r, func(p autoscale.Sample) float64 { return p.MeanSMUtil })})
+		panels = append(panels, timeline.Panel{Title: "Replicas: " + name, YLabel: "replicas", Series: []timeline.Series{
+			{Name: "desired", Step: true, Points: pts(r, func(p autoscale.Sample) float64 { return float64(p.Desired) })},
+			{Name: "ready IDC", Step: true, Points: pts(r, func(p autoscale.Sample) float64 { return float64(p.ReadyIDC) })},
+			{Name: "ready cloud", Step: true, Points: pts(r, func(p autoscale.Sample) float64 { return float64(p.ReadyElastic) })},
+			{Name: "cloud nodes", Step: true, Points: pts(r, func(p autoscale.Sample) float64 { return float64(p.ElasticNodes) })},
+		}})
+	}
+	panels = append(panels, inFlight, sm)
+	return timeline.WritePNG(w, panels, timeline.Options{Title: "Azure LLM trace (conversation, CC-BY-4.0), seed service on V100: pod autoscaler classes"})
 }

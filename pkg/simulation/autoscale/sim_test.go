@@ -275,3 +275,23 @@ func TestPeakWindow(t *testing.T) {
 		t.Errorf("peak at %s, want 1m40s", got)
 	}
 }
+
+// An hour at the calibrated rate's mean (2.8 requests/s) with the trace's
+// mean token counts, under each class: the simulation's speed.
+func BenchmarkRunHour(b *testing.B) {
+	reqs := synth(stretch{dur: time.Hour, every: 357 * time.Millisecond, prompt: 1155, output: 211})
+	for _, c := range []Class{ClassHPA, ClassLLM} {
+		b.Run(string(c), func(b *testing.B) {
+			cfg, err := DefaultConfig(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := Run(cfg, reqs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(reqs)), "requests")
+		})
+	}
+}
