@@ -139,7 +139,14 @@ func (s *Simlet) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 		ps.run.Ready = ready
 	}
 	run := ps.run
+	// A node whose link is cut cannot reach the apiserver: its pods keep
+	// running but their status is not written (the node lifecycle
+	// controller marks them not ready), until the link is restored.
+	silent := s.cut[ns.pool] || s.killed[pod.Spec.NodeName]
 	s.mu.Unlock()
+	if silent {
+		return reconcile.Result{RequeueAfter: pollEvery}, nil
+	}
 	if err := s.writeStatus(ctx, pod, run, now); err != nil {
 		return reconcile.Result{}, err
 	}
