@@ -15,6 +15,12 @@
 //	cost, ok := snap.DeletionCost(pod)   // reverse-order scale-in
 //	status := snap.Status(rp)            // pods and requests per unit
 //
+// Usage can also be kept incrementally (the scheduler plugin does, from pod
+// events): CountPod tells what one pod adds to a policy's usage, a
+// GroupUsage sums them (Add, Remove), and Snapshot.SetGroupUsage makes a
+// snapshot plan from it instead of counting pods. The snapshot counts
+// through the same CountPod, so both follow the same rules.
+//
 // Whether a unit "lacks resources" is left to the caller: a Plan lists every
 // unit the pod may use now, in order, stopping at the first unit whose
 // whenTryNextUnits policy forbids moving on; the caller uses the first listed
