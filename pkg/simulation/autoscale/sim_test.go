@@ -10,7 +10,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/bench/trace"
 )
 
-// stretch is a stretch of constant-rate synthetic load.
+// stretch is a span of constant-rate synthetic load (every 0: none).
 type stretch struct {
 	dur, every     time.Duration
 	prompt, output int
