@@ -401,3 +401,56 @@ func TestPortRuntimeVLLMCommandLine(t *testing.T) {
 		t.Error("IsVLLM misclassifies")
 	}
 }
+
+// TestCutPoolWritesNoPodStatus checks a node whose link is cut does not
+// write its pods' status: the node lifecycle controller's "not ready" stands
+// until the link is restored, and then the simulator reports Ready again.
+func TestCutPoolWritesNoPodStatus(t *testing.T) {
+	pod := testPod()
+	s, cl, rt, _ := newTestSimlet(t, pod)
+	ctx := context.Background()
+	req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "default", Name: "p"}}
+	_, _ = s.Reconcile(ctx, req)
+	rt.runners[0].mu.Lock()
+	rt.runners[0].ready = true
+	rt.runners[0].mu.Unlock()
+	_, _ = s.Reconcile(ctx, req)
+	ready := func() corev1.ConditionStatus {
+		p := &corev1.Pod{}
+		if err := cl.Get(ctx, req.NamespacedName, p); err != nil {
+			t.Fatal(err)
+		}
+		return condStatus(p.Status)[corev1.PodReady]
+	}
+	if got := ready(); got != corev1.ConditionTrue {
+		t.Fatalf("ready %v before the cut", got)
+	}
+	if err := s.CutPool("gpu", true); err != nil {
+		t.Fatal(err)
+	}
+	// What the node lifecycle controller does to the pods of a lost node.
+	p := &corev1.Pod{}
+	_ = cl.Get(ctx, req.NamespacedName, p)
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == corev1.PodReady {
+			p.Status.Conditions[i].Status = corev1.ConditionFalse
+		}
+	}
+	if err := cl.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if got := ready(); got != corev1.ConditionFalse {
+		t.Errorf("ready %v while the link is cut: the simulator wrote the status", got)
+	}
+	if rt.runners[0].stopped || len(rt.runners) != 1 {
+		t.Error("the pod stopped or restarted while its node's link was cut")
+	}
+	_ = s.CutPool("gpu", false)
+	_, _ = s.Reconcile(ctx, req)
+	if got := ready(); got != corev1.ConditionTrue {
+		t.Errorf("ready %v after the link came back", got)
+	}
+}
