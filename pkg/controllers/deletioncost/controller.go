@@ -99,7 +99,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, fmt.Errorf("listing pods: %w", err)
 	}
 	var nodes corev1.NodeList
-	if err := r.client.List(ctx, &nodes); err != nil {
+	// Read only (the snapshot does not change nodes): no copy of every node
+	// out of the cache on each reconcile.
+	if err := r.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return reconcile.Result{}, fmt.Errorf("listing nodes: %w", err)
 	}
 	all := make([]*schedulingv1alpha1.ResourcePolicy, len(policies.Items))
