@@ -91,21 +91,31 @@ type Endpoint struct {
 	Scraped bool
 	// Waiting and Running are the engine's queued and running requests.
 	Waiting, Running float64
+	// OutstandingAtScrape is the gateway's own Outstanding when Waiting and
+	// Running were scraped: the engine's count beyond it is other clients'
+	// traffic (other gateway replicas).
+	OutstandingAtScrape int
 	// KVUsage is the engine's KV-cache use, 0..1.
 	KVUsage float64
 	// Excluded endpoints are never picked (already tried, or ejected).
 	Excluded bool
 }
 
-// Load is the endpoint's load under policy p: the larger of the gateway's
-// outstanding count and the engine's running+waiting (which also counts other
-// gateways' traffic), plus a penalty per waiting request and for KV use.
+// Load is the endpoint's load under policy p: the gateway's outstanding
+// count (exact, now) plus the other clients' requests the engine reported at
+// the last scrape (its running+waiting beyond what this gateway had in flight
+// then), plus a penalty per waiting request and for KV use.
+//
+// The scrape is up to a scrape interval old: taking max(outstanding,
+// running+waiting) instead let a replica scraped while busy look busy after
+// it drained, so short requests herded onto the others and it idled until
+// the next scrape (seen with three replicas at 20 clients).
 func (e Endpoint) Load(p Policy) float64 {
 	l := float64(e.Outstanding)
 	if !e.Scraped {
 		return l
 	}
-	l = max(l, e.Running+e.Waiting)
+	l += max(0, e.Running+e.Waiting-float64(e.OutstandingAtScrape))
 	if w := weight(p.QueueWeight, DefaultQueueWeight); w > 0 {
 		l += w * e.Waiting
 	}

@@ -165,9 +165,14 @@ func TestPrefixAffinity(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
-	e := Endpoint{Outstanding: 2, Scraped: true, Running: 3, Waiting: 1, KVUsage: 0.5}
-	got := []float64{e.Load(Policy{}), e.Load(Policy{QueueWeight: -1, KVWeight: -1}), Endpoint{Outstanding: 2}.Load(Policy{})}
-	if d := cmp.Diff([]float64{4 + 1 + 2, 4, 2}, got); d != "" {
+	// Scraped with 4 requests at the engine while the gateway had 1 there:
+	// 3 are other clients'; the gateway has 2 there now.
+	e := Endpoint{Outstanding: 2, OutstandingAtScrape: 1, Scraped: true, Running: 3, Waiting: 1, KVUsage: 0.5}
+	// A replica scraped busy with this gateway's own requests, drained since:
+	// its load is what is in flight now, not the stale count.
+	drained := Endpoint{Outstanding: 0, OutstandingAtScrape: 10, Scraped: true, Running: 10}
+	got := []float64{e.Load(Policy{}), e.Load(Policy{QueueWeight: -1, KVWeight: -1}), Endpoint{Outstanding: 2}.Load(Policy{}), drained.Load(Policy{})}
+	if d := cmp.Diff([]float64{2 + 3 + 1 + 2, 2 + 3, 2, 0}, got); d != "" {
 		t.Errorf("Load (-want,+got):\n%s", d)
 	}
 }

@@ -380,7 +380,7 @@ func (g *Gateway) snapshot(svc *routing.Service, tried addrSet, now time.Time) [
 		u := g.upstreams.Get(e.Address)
 		be := balancer.Endpoint{Address: e.Address, Pool: e.Pool, PoolRank: e.PoolRank, Outstanding: u.Outstanding()}
 		if l, ok := u.Load(now, g.cfg.LoadMaxAge); ok {
-			be.Scraped, be.Waiting, be.Running, be.KVUsage = true, l.Waiting, l.Running, l.KVUsage
+			be.Scraped, be.Waiting, be.Running, be.KVUsage, be.OutstandingAtScrape = true, l.Waiting, l.Running, l.KVUsage, l.Outstanding
 		}
 		be.Excluded = tried.has(e.Address) || u.Ejected(now)
 		if !be.Excluded {

@@ -14,6 +14,9 @@ import (
 // Load is an engine's scraped state.
 type Load struct {
 	Waiting, Running, KVUsage float64
+	// Outstanding is the gateway's own in-flight count there when the
+	// scrape was stored (set by SetLoad).
+	Outstanding int
 	// At is when it was scraped.
 	At time.Time
 }
@@ -39,7 +42,10 @@ func (u *Upstream) Begin() (end func()) {
 func (u *Upstream) Outstanding() int { return int(u.outstanding.Load()) }
 
 // SetLoad stores a scrape result.
-func (u *Upstream) SetLoad(l Load) { u.load.Store(&l) }
+func (u *Upstream) SetLoad(l Load) {
+	l.Outstanding = int(u.outstanding.Load())
+	u.load.Store(&l)
+}
 
 // Load returns the last scrape and whether it is younger than maxAge at now.
 func (u *Upstream) Load(now time.Time, maxAge time.Duration) (Load, bool) {
