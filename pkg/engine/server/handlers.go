@@ -17,7 +17,9 @@ import (
 // maxBody bounds a request body.
 const maxBody = 8 << 20
 
-// Handler is the server's HTTP API (also usable without Serve, e.g. in httptest).
+// Handler is the server's HTTP API. The engine that generates the tokens runs
+// inside Serve: to mount Handler elsewhere (httptest, another mux), keep Serve
+// running too (e.g. on a listener nobody dials), or requests wait forever.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
