@@ -19,7 +19,8 @@ const maxBody = 8 << 20
 
 // Handler is the server's HTTP API. The engine that generates the tokens runs
 // inside Serve: to mount Handler elsewhere (httptest, another mux), keep Serve
-// running too (e.g. on a listener nobody dials), or requests wait forever.
+// running too (e.g. on a listener nobody dials), or requests wait until their
+// client gives up.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
