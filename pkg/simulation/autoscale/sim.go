@@ -272,6 +272,9 @@ func (s *sim) pick(now time.Time) *replica {
 			Address: fmt.Sprint(r.id), Pool: string(r.pool()), PoolRank: rank,
 			Outstanding: len(r.outstanding), Scraped: true,
 			Waiting: float64(st.Waiting), Running: float64(st.Running), KVUsage: st.KVCacheUsage,
+			// The engines' figures are read now and all their traffic is
+			// this gateway's: no other clients' requests to add.
+			OutstandingAtScrape: len(r.outstanding),
 		})
 	}
 	if len(cands) == 0 {
