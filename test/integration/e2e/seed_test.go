@@ -49,14 +49,19 @@ const (
 	appLabel = "app=isvc.qwen-chat-predictor"
 )
 
+// portFlags are the port flags of `spillway up`; each gets a free port.
+var portFlags = []string{"etcd-port", "etcd-peer-port", "apiserver-port", "kcm-port", "scheduler-port", "simlet-port",
+	"manager-metrics-port", "manager-probe-port", "gateway-port", "gateway-admin-port", "metrics-adapter-port", "metrics-adapter-health-port"}
+
 // cluster is one local cluster started by the test through the spillway CLI.
 type cluster struct {
-	t        *testing.T
-	root     string
-	stateDir string
-	ports    map[string]int
-	cs       kubernetes.Interface
-	start    time.Time
+	t           *testing.T
+	root        string
+	stateDir    string
+	clusterFile string
+	ports       map[string]int
+	cs          kubernetes.Interface
+	start       time.Time
 }
 
 func freePort(t *testing.T) int {
@@ -103,8 +108,7 @@ func (c *cluster) kubeconfig() string { return filepath.Join(c.stateDir, "kubeco
 
 func (c *cluster) portArgs() []string {
 	var args []string
-	for _, name := range []string{"etcd-port", "etcd-peer-port", "apiserver-port", "kcm-port", "scheduler-port", "simlet-port",
-		"manager-metrics-port", "manager-probe-port", "gateway-port", "gateway-admin-port", "metrics-adapter-port", "metrics-adapter-health-port"} {
+	for _, name := range portFlags {
 		args = append(args, "--"+name+"="+strconv.Itoa(c.ports[name]))
 	}
 	return args
@@ -114,7 +118,7 @@ func (c *cluster) portArgs() []string {
 func (c *cluster) up() {
 	c.t.Helper()
 	args := append([]string{"up", "--no-build", "--state-dir=" + c.stateDir,
-		"--cluster-file=" + filepath.Join(c.root, "test", "integration", "e2e", "testdata", "cluster.yaml"),
+		"--cluster-file=" + c.clusterFile,
 		"--hpa-sync-period=5s", "--hpa-downscale-stabilization=20s"}, c.portArgs()...)
 	out := c.mustRun(4*time.Minute, "", "bin/spillway", args...)
 	c.t.Logf("spillway up:\n%s", out)
@@ -314,12 +318,38 @@ func newCluster(t *testing.T) *cluster {
 		}
 		os.RemoveAll(stateDir)
 	})
-	c := &cluster{t: t, root: root, stateDir: stateDir, ports: map[string]int{}, start: time.Now()}
-	for _, name := range []string{"etcd-port", "etcd-peer-port", "apiserver-port", "kcm-port", "scheduler-port", "simlet-port",
-		"manager-metrics-port", "manager-probe-port", "gateway-port", "gateway-admin-port", "metrics-adapter-port", "metrics-adapter-health-port"} {
+	c := &cluster{t: t, root: root, stateDir: stateDir, clusterFile: shortDelays(t, root), ports: map[string]int{}, start: time.Now()}
+	for _, name := range portFlags {
 		c.ports[name] = freePort(t)
 	}
 	return c
+}
+
+// shortDelays writes the default cluster file (the seed's three pools) with
+// the elastic pool's delays cut to seconds, and returns its path.
+func shortDelays(t *testing.T, root string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "config", "clusters", "default.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := string(b)
+	for _, r := range [][2]string{
+		{"provisioningDelay: 8s", "provisioningDelay: 3s"},
+		{"gpuDelay: 2s", "gpuDelay: 1s"},
+		{"unneededTime: 1m", "unneededTime: 10s"},
+		{"delayAfterScaleUp: 1m", "delayAfterScaleUp: 10s"},
+	} {
+		if !strings.Contains(y, r[0]) {
+			t.Fatalf("config/clusters/default.yaml no longer says %q; update the e2e test's delays", r[0])
+		}
+		y = strings.Replace(y, r[0], r[1], 1)
+	}
+	path := filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestSeedWalkthrough is the seed scenario of the README, step by step.
