@@ -17,10 +17,17 @@
 //     failed in the current one; when the plan waits at a unit until a
 //     deadline (TimeoutOrExceedMax), re-activates the pod at that deadline.
 //   - Reserve/Unreserve count the assumed pod.
-//   - PreBind writes the unit's podLabels/podAnnotations on the pod (and is
-//     skipped when there are none, sparing the scheduler's nominatedNodeName
-//     write); PostBind records a "ResourcePolicyUnit" event naming the
-//     policy and the unit.
+//   - PreBind writes the unit's podLabels on the pod (and is skipped when
+//     there are none, sparing the scheduler's nominatedNodeName write).
+//   - Bind binds with a Binding that carries the policy and unit
+//     annotations, the reason for a pod placed past the first unit, and the
+//     unit's podAnnotations: the API server copies them onto the pod in the
+//     binding's own write, so every placed pod says where and why at no
+//     extra API call.
+//   - PostBind records a "ResourcePolicySpillOver" event on the policy when
+//     a pod is placed past its first unit; the event library aggregates
+//     these into one series per policy (a per-pod event would be one more
+//     API write per pod: a quarter of the scheduler's throughput).
 //   - SignPod signs pods by policy and group, so the scheduler's
 //     opportunistic batching stays on.
 //
@@ -38,6 +45,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +64,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
 	"k8s.io/utils/clock"
 
 	schedulingv1alpha1 "github.com/spillway-io/spillway/apis/scheduling/v1alpha1"
@@ -98,6 +109,7 @@ var (
 	_ fwk.ReservePlugin    = (*Plugin)(nil)
 	_ fwk.SignPlugin       = (*Plugin)(nil)
 	_ fwk.PreBindPlugin    = (*Plugin)(nil)
+	_ fwk.BindPlugin       = (*Plugin)(nil)
 	_ fwk.PostBindPlugin   = (*Plugin)(nil)
 )
 
@@ -664,23 +676,24 @@ func (p *Plugin) eventOnce(pod *corev1.Pod, rp *schedulingv1alpha1.ResourcePolic
 	rec.Eventf(pod, related, kind, reason, "Scheduling", "%s", note)
 }
 
-// markers returns the unit chosen (noted by Reserve) and its
-// podLabels/podAnnotations (nil when there are none to write).
+// markers returns the unit chosen (noted by Reserve) and the unit, nil
+// when it has no podLabels for PreBind to write (podAnnotations go with the
+// Binding).
 func markers(s *state) (unit int, u *schedulingv1alpha1.Unit) {
 	unit = s.unit
 	if unit < 0 {
 		return unit, nil
 	}
 	u = &s.plan.Policy.Spec.Units[unit]
-	if len(u.PodLabels) == 0 && len(u.PodAnnotations) == 0 {
+	if len(u.PodLabels) == 0 {
 		return unit, nil
 	}
 	return unit, u
 }
 
-// PreBindPreFlight skips PreBind unless the unit has podLabels or
-// podAnnotations to write: when a PreBind runs, the scheduler first writes
-// the pod's nominatedNodeName (one more API call per pod).
+// PreBindPreFlight skips PreBind unless the unit has podLabels to write:
+// when a PreBind runs, the scheduler first writes the pod's
+// nominatedNodeName (one more API call per pod).
 func (p *Plugin) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
 	s, ok := readState(cs)
 	if !ok {
@@ -692,7 +705,9 @@ func (p *Plugin) PreBindPreFlight(_ context.Context, cs fwk.CycleState, _ *corev
 	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
 }
 
-// PreBind writes the unit's podLabels/podAnnotations on the pod.
+// PreBind writes the unit's podLabels on the pod. (A Binding's labels reach
+// the pod only while the API server's PodTopologyLabelsAdmission feature is
+// on; a patch works everywhere.)
 func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
 	s, ok := readState(cs)
 	if !ok {
@@ -702,33 +717,106 @@ func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod
 	if u == nil {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"labels": u.PodLabels, "annotations": u.PodAnnotations}})
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": u.PodLabels}})
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
 	if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name,
 		types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return fwk.AsStatus(fmt.Errorf("writing podLabels/podAnnotations of unit %d of ResourcePolicy %s: %w",
+		return fwk.AsStatus(fmt.Errorf("writing podLabels of unit %d of ResourcePolicy %s: %w",
 			unit, resourcepolicy.Key(s.plan.Policy), err))
 	}
 	return nil
 }
 
-// PostBind records the "ResourcePolicyUnit" event: the policy that matched
-// the pod and the unit it was placed in.
-func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) {
+// bindingAnnotations are the annotations the Binding carries: the unit's
+// podAnnotations, then the policy, the unit and, past the first unit, why
+// the earlier ones were passed over.
+func bindingAnnotations(s *state) map[string]string {
+	out := map[string]string{}
+	unit := "none"
+	if s.unit >= 0 {
+		maps.Copy(out, s.plan.Policy.Spec.Units[s.unit].PodAnnotations)
+		unit = strconv.Itoa(s.unit)
+	}
+	out[schedulingv1alpha1.AnnotationPolicy] = s.plan.Policy.Name
+	out[schedulingv1alpha1.AnnotationUnit] = unit
+	if s.unit != 0 {
+		out[schedulingv1alpha1.AnnotationReason] = passedOver(s)
+	}
+	return out
+}
+
+// Bind binds a pod the plugin planned, like DefaultBinder, with a Binding
+// carrying bindingAnnotations (the API server merges a Binding's
+// annotations into the pod as it sets its node). Pods without a policy are
+// left to the next bind plugin. The shipped configuration lists the plugin
+// under bind so that it comes before DefaultBinder.
+func (p *Plugin) Bind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
+	s, ok := readState(cs)
+	if !ok {
+		return fwk.NewStatus(fwk.Skip)
+	}
+	binding := &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Annotations: bindingAnnotations(s)},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: nodeName},
+	}
+	if c := p.handle.APICacher(); c != nil {
+		onFinish, err := c.BindPod(binding)
+		if err == nil {
+			err = c.WaitOnFinish(ctx, onFinish)
+		}
+		if err != nil {
+			return fwk.AsStatus(err)
+		}
+		return nil
+	}
+	if err := schedutil.BindPod(ctx, p.handle.ClientSet(), binding); err != nil {
+		return fwk.AsStatus(err)
+	}
+	return nil
+}
+
+// PostBind records the "ResourcePolicySpillOver" event on the policy when
+// the pod was placed past the policy's first unit. The event has no
+// per-pod field, so the event library folds repeated ones into a series
+// (one Event object with a count); each pod's annotations say where it
+// went and why.
+func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _ string) {
 	s, ok := readState(cs)
 	rec := p.handle.EventRecorder()
-	if !ok || rec == nil {
+	if !ok || rec == nil || s.unit == 0 {
 		return
 	}
 	rp := s.plan.Policy
-	unit, _ := markers(s)
-	where := "outside its units (strategy prefer)"
-	if unit >= 0 {
-		where = fmt.Sprintf("unit %d (%s)", unit, rp.Spec.Units[unit].Resource)
+	where := "to nodes outside its units (strategy prefer)"
+	if s.unit > 0 {
+		where = fmt.Sprintf("to unit %d (%s)", s.unit, rp.Spec.Units[s.unit].Resource)
 	}
-	rec.Eventf(pod, rp, corev1.EventTypeNormal, "ResourcePolicyUnit", "Scheduling",
-		"ResourcePolicy %s matched the pod; placed on node %s in %s", resourcepolicy.Key(rp), nodeName, where)
+	rec.Eventf(rp, nil, corev1.EventTypeNormal, "ResourcePolicySpillOver", "Scheduling",
+		"pods spill over %s: %s (the pods' %s and %s annotations say where each went and why)",
+		where, passedOver(s), schedulingv1alpha1.AnnotationUnit, schedulingv1alpha1.AnnotationReason)
+}
+
+// passedOver says why the units before the pod's were not used: skipped by
+// the plan (with the plan's reason), or allowed but without a node that fit
+// (unit order dominates the score, so an allowed earlier unit lost only by
+// having no feasible node).
+func passedOver(s *state) string {
+	rp := s.plan.Policy
+	last := s.unit
+	if last < 0 {
+		last = len(rp.Spec.Units)
+	}
+	parts := make([]string, 0, last)
+	for i := range last {
+		why := "was not allowed"
+		if s.plan.Allows(i) {
+			why = "had no node that fits"
+		} else if k := slices.IndexFunc(s.plan.Skipped, func(k resourcepolicy.Skip) bool { return k.Index == i }); k >= 0 {
+			why = s.plan.Skipped[k].Reason
+		}
+		parts = append(parts, fmt.Sprintf("unit %d (%s) %s", i, rp.Spec.Units[i].Resource, why))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -292,6 +292,7 @@ func TestMaxPerUnit(t *testing.T) {
 	rp.Spec.Strategy = schedulingv1alpha1.StrategyRequired
 	rp.Spec.Units[0].Max = ptr.To[int32](1)
 	rp.Spec.Units[1].PodLabels = map[string]string{"spillway.io/unit": "elastic"}
+	rp.Spec.Units[1].PodAnnotations = map[string]string{"example.com/billing": "cloud"}
 	create(t, rp, pod(ns, "a", 1))
 	eventually(t, 20*time.Second, "pod a on IDC", func(ctx context.Context) (bool, error) {
 		pl, err := placement(ctx, ns)
@@ -305,13 +306,35 @@ func TestMaxPerUnit(t *testing.T) {
 		}
 		return p.Spec.NodeName == "max-el-0" && p.Labels["spillway.io/unit"] == "elastic", nil
 	})
-	eventually(t, 20*time.Second, "a ResourcePolicyUnit event on pod b", func(ctx context.Context) (bool, error) {
+	// The Binding carried the policy and unit annotations (the unit's
+	// podAnnotations, and for b why unit 0 was passed over) onto each pod.
+	for name, want := range map[string]map[string]string{
+		"a": {schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "0"},
+		"b": {schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "1", "example.com/billing": "cloud",
+			schedulingv1alpha1.AnnotationReason: "unit 0 (ecs) holds 1 pods, max 1"},
+	} {
+		var p corev1.Pod
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &p); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range want {
+			if p.Annotations[k] != v {
+				t.Errorf("pod %s: annotation %s = %q, want %q (annotations %v)", name, k, p.Annotations[k], v, p.Annotations)
+			}
+		}
+		if name == "a" && (p.Annotations["example.com/billing"] != "" || p.Annotations[schedulingv1alpha1.AnnotationReason] != "") {
+			t.Errorf("pod a (unit 0) got unit 1's podAnnotations or a reason: %v", p.Annotations)
+		}
+	}
+	// The spill-over event on the policy.
+	eventually(t, 20*time.Second, "a ResourcePolicySpillOver event on the policy", func(ctx context.Context) (bool, error) {
 		evs, err := env.Clientset.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
 		}
 		for _, e := range evs.Items {
-			if e.Reason == "ResourcePolicyUnit" && e.Regarding.Name == "b" && strings.Contains(e.Note, "unit 1 (elastic)") {
+			if e.Reason == "ResourcePolicySpillOver" && e.Regarding.Kind == "ResourcePolicy" && e.Regarding.Name == "p" &&
+				strings.Contains(e.Note, "pods spill over to unit 1 (elastic): unit 0 (ecs) holds 1 pods, max 1") {
 				t.Logf("event: %s", e.Note)
 				return true, nil
 			}
