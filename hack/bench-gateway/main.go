@@ -56,6 +56,8 @@ type options struct {
 	// profile, when set, receives a CPU profile of the gateway over the
 	// throughput phases (from its /debug/pprof on a private admin port).
 	profile string
+	// phases to run: plain, stream, memory, quality.
+	phases map[string]bool
 }
 
 func main() {
@@ -71,7 +73,19 @@ func main() {
 	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxies (empty: not pinned); run this program on the others")
 	flag.IntVar(&o.workers, "workers", 0, "GOMAXPROCS of the gateway and worker_processes of nginx (0: number of -proxy-cpus, else all CPUs)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the gateway during the throughput phases to this file")
+	phases := flag.String("phases", "plain,stream,memory,quality", "phases to run, comma-separated: plain, stream (throughput and latency), memory, quality")
 	flag.Parse()
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "plain", "stream", "memory", "quality":
+			o.phases[p] = true
+		default:
+			fmt.Fprintf(os.Stderr, "bench-gateway: unknown phase %q in -phases (want plain, stream, memory, quality)\n", p)
+			flag.Usage()
+			os.Exit(2)
+		}
+	}
 	if o.workers <= 0 {
 		o.workers = runtime.NumCPU()
 		if o.proxyCPUs != "" {
@@ -141,12 +155,21 @@ func run(ctx context.Context, o options) error {
 	var profileDone chan error
 	if o.profile != "" {
 		profileDone = make(chan error, 1)
-		secs := int((2*(o.duration+500*time.Millisecond)*time.Duration(len(targets)) + time.Second).Seconds())
+		n := 0
+		for _, p := range []string{"plain", "stream"} {
+			if o.phases[p] {
+				n++
+			}
+		}
+		secs := int((time.Duration(n)*(o.duration+500*time.Millisecond)*time.Duration(len(targets)) + time.Second).Seconds())
 		go func() {
 			profileDone <- fetchProfile(ctx, "http://"+adminAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), o.profile)
 		}()
 	}
 	for _, stream := range []bool{false, true} {
+		if !o.phases[map[bool]string{false: "plain", true: "stream"}[stream]] {
+			continue
+		}
 		kind := "non-streaming"
 		if stream {
 			kind = "streaming (16 events)"
@@ -207,6 +230,19 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("\ngateway CPU profile written to %s (go tool pprof -top bin/spillway-gateway %s)\n", o.profile, o.profile)
 	}
 
+	if o.phases["memory"] {
+		memory(ctx, o, gwAddr, gwPID, ngSlowAddr, nginxPIDs)
+	}
+	if !o.phases["quality"] {
+		return nil
+	}
+	fmt.Printf("\n== routing quality: unequal load, %s per policy ==\n", o.quality)
+	return quality(ctx, o.quality)
+}
+
+// memory opens o.streams slow streams through the gateway (and nginx) and
+// reports the RSS.
+func memory(ctx context.Context, o options, gwAddr string, gwPID int, ngSlowAddr string, nginxPIDs func() []int) {
 	fmt.Printf("\n== memory: %d concurrent streams ==\n", o.streams)
 	base := rssKB(gwPID)
 	peak, ok := holdStreams(ctx, "http://"+gwAddr, o.streams, func() int { return rssKB(gwPID) })
@@ -225,9 +261,6 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("nginx    RSS idle %.1f MB, peak with %d/%d streams open %.1f MB (all processes)\n",
 			float64(nbase)/1024, nok, o.streams, float64(npeak)/1024)
 	}
-
-	fmt.Printf("\n== routing quality: unequal load, %s per policy ==\n", o.quality)
-	return quality(ctx, o.quality)
 }
 
 type target struct {
