@@ -30,12 +30,12 @@ import (
 const (
 	benchNodes  = 500
 	benchPods   = 1000
-	benchRounds = 5
+	benchRounds = 7
 )
 
 // BenchmarkThroughput measures pods/s of the same kube-scheduler build with
 // and without the plugin, 1,000 pods matched by a two-unit policy on 500
-// nodes, in one run: five rounds (one of each variant, order alternated),
+// nodes, in one run: seven rounds (one of each variant, order alternated),
 // the ratio plugin/plain of each round, and their median reported (goal >=
 // 0.9). A round pairs the variants close in time, so the machine's drift
 // cancels out of its ratio; the median drops the rounds a burst of other
@@ -87,8 +87,8 @@ func BenchmarkThroughput(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				fmt.Printf("%s: %.0f pods/s (bindings from %s to %s after the start); %s; %s\n", name, r.rate,
-					r.first.Round(time.Millisecond), r.total.Round(time.Millisecond), r.cpu, schedulerStats(name))
+				fmt.Printf("%s: %.0f pods/s (bindings from %s to %s after the start); %s; %s; %s\n", name, r.rate,
+					r.first.Round(time.Millisecond), r.total.Round(time.Millisecond), r.cpu, r.calls, schedulerStats(name))
 				rates[withPlugin] = r.rate
 			}
 			plain, plugin = append(plain, rates[false]), append(plugin, rates[true])
@@ -169,6 +169,10 @@ func measure(parent context.Context, ns, name string, withPlugin bool) (result, 
 	}
 	defer w.Stop()
 	settle() // after the creations
+	req0, err := apiRequests(ctx)
+	if err != nil {
+		return result{}, err
+	}
 	cpu0 := cpuTimes()
 	start := time.Now()
 	stop, err := startScheduler(ctx, withPlugin, name)
@@ -220,6 +224,12 @@ func measure(parent context.Context, ns, name string, withPlugin bool) (result, 
 		}
 	}
 	res.rate = float64(benchPods-1) / last.Sub(first).Seconds()
+	// Calls made while the pods were placed (the events are sent a little
+	// later by the scheduler's broadcaster: read after a settle).
+	settle()
+	if req1, err := apiRequests(ctx); err == nil {
+		res.calls = requestDelta(req0, req1, benchPods)
+	}
 	res.first, res.total = first.Sub(start), last.Sub(start)
 	return res, nil
 }
@@ -234,6 +244,8 @@ type result struct {
 	first, total time.Duration
 	// cpu is the CPU time the processes spent from the start to the last binding.
 	cpu string
+	// calls are the API calls made, by verb and resource.
+	calls string
 }
 
 // schedulerStats sums the scheduler's own metrics of profile name (each

@@ -1,13 +1,19 @@
 package scheduling
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat (100
@@ -91,4 +97,53 @@ func settle() {
 			return
 		}
 	}
+}
+
+// apiRequests reads kube-apiserver's apiserver_request_total, summed by
+// verb and resource (with subresource), so a measurement can say which API
+// calls it cost.
+func apiRequests(ctx context.Context) (map[string]float64, error) {
+	raw, err := env.Clientset.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, m := range families["apiserver_request_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		key := l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			key += "/" + l["subresource"]
+		}
+		out[key] += m.GetCounter().GetValue()
+	}
+	return out, nil
+}
+
+// requestDelta formats the calls made between two apiRequests readings,
+// per 1,000 pods, largest first (calls under 1 per 1,000 pods left out).
+func requestDelta(before, after map[string]float64, pods int) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var d []kv
+	for k, v := range after {
+		if n := (v - before[k]) * 1000 / float64(pods); n >= 1 {
+			d = append(d, kv{k, n})
+		}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i].v > d[j].v })
+	parts := make([]string, len(d))
+	for i, e := range d {
+		parts[i] = fmt.Sprintf("%s %.0f", e.k, e.v)
+	}
+	return "API calls per 1,000 pods: " + strings.Join(parts, ", ")
 }
