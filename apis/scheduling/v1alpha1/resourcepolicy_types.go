@@ -57,20 +57,6 @@ const (
 	LackResourceAndNoTerminating TryNextPolicy = "LackResourceAndNoTerminating"
 )
 
-// Annotations the Spillway scheduler writes on every pod it places under a
-// policy, in the binding itself (no extra API call).
-const (
-	// AnnotationPolicy is the name of the policy that matched the pod (in the pod's namespace).
-	AnnotationPolicy = "spillway.io/resource-policy"
-	// AnnotationUnit is the index of the unit the pod was placed in ("0" is
-	// the first listed unit), or "none" for a node outside every unit
-	// (strategy prefer).
-	AnnotationUnit = "spillway.io/resource-policy-unit"
-	// AnnotationReason, on a pod placed past the first unit, says why each
-	// earlier unit was passed over.
-	AnnotationReason = "spillway.io/resource-policy-reason"
-)
-
 // DefaultTryNextTimeout is the wait of TimeoutOrExceedMax when no timeout is given.
 const DefaultTryNextTimeout = "15m"
 

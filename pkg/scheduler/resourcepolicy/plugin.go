@@ -19,15 +19,15 @@
 //   - Reserve/Unreserve count the assumed pod.
 //   - PreBind writes the unit's podLabels on the pod (and is skipped when
 //     there are none, sparing the scheduler's nominatedNodeName write).
-//   - Bind binds with a Binding that carries the policy and unit
-//     annotations, the reason for a pod placed past the first unit, and the
-//     unit's podAnnotations: the API server copies them onto the pod in the
-//     binding's own write, so every placed pod says where and why at no
-//     extra API call.
+//   - Bind binds a pod whose unit has podAnnotations with a Binding that
+//     carries them (the API server copies them onto the pod in the
+//     binding's own write); other pods go on to DefaultBinder.
 //   - PostBind records a "ResourcePolicySpillOver" event on the policy when
-//     a pod is placed past its first unit; the event library aggregates
-//     these into one series per policy (a per-pod event would be one more
-//     API write per pod: a quarter of the scheduler's throughput).
+//     a pod is placed past its first unit, saying why the earlier units were
+//     passed over; the event library aggregates these into one series per
+//     policy. There is no per-pod placement event or mark beyond the unit's
+//     own podLabels/podAnnotations (the policy's opt-in for that): each is
+//     API work per pod, which the scheduler's throughput pays for.
 //   - SignPod signs pods by policy and group, so the scheduler's
 //     opportunistic batching stays on.
 //
@@ -46,7 +46,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -729,37 +728,21 @@ func (p *Plugin) PreBind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod
 	return nil
 }
 
-// bindingAnnotations are the annotations the Binding carries: the unit's
-// podAnnotations, then the policy, the unit and, past the first unit, why
-// the earlier ones were passed over.
-func bindingAnnotations(s *state) map[string]string {
-	out := map[string]string{}
-	unit := "none"
-	if s.unit >= 0 {
-		maps.Copy(out, s.plan.Policy.Spec.Units[s.unit].PodAnnotations)
-		unit = strconv.Itoa(s.unit)
-	}
-	out[schedulingv1alpha1.AnnotationPolicy] = s.plan.Policy.Name
-	out[schedulingv1alpha1.AnnotationUnit] = unit
-	if s.unit != 0 {
-		out[schedulingv1alpha1.AnnotationReason] = passedOver(s)
-	}
-	return out
-}
-
-// Bind binds a pod the plugin planned, like DefaultBinder, with a Binding
-// carrying bindingAnnotations (the API server merges a Binding's
-// annotations into the pod as it sets its node). Pods without a policy are
-// left to the next bind plugin. The shipped configuration lists the plugin
-// under bind so that it comes before DefaultBinder.
+// Bind binds a pod placed in a unit with podAnnotations, like
+// DefaultBinder, with a Binding carrying them: the API server merges a
+// Binding's annotations into the pod as it sets its node, so they cost no
+// call of their own. Other pods are left to the next bind plugin (the
+// shipped configuration lists this plugin under bind so that it comes
+// before DefaultBinder).
 func (p *Plugin) Bind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodeName string) *fwk.Status {
 	s, ok := readState(cs)
-	if !ok {
+	if !ok || s.unit < 0 || len(s.plan.Policy.Spec.Units[s.unit].PodAnnotations) == 0 {
 		return fwk.NewStatus(fwk.Skip)
 	}
 	binding := &corev1.Binding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Annotations: bindingAnnotations(s)},
-		Target:     corev1.ObjectReference{Kind: "Node", Name: nodeName},
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Annotations: maps.Clone(s.plan.Policy.Spec.Units[s.unit].PodAnnotations)},
+		Target: corev1.ObjectReference{Kind: "Node", Name: nodeName},
 	}
 	if c := p.handle.APICacher(); c != nil {
 		onFinish, err := c.BindPod(binding)
@@ -780,8 +763,7 @@ func (p *Plugin) Bind(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, n
 // PostBind records the "ResourcePolicySpillOver" event on the policy when
 // the pod was placed past the policy's first unit. The event has no
 // per-pod field, so the event library folds repeated ones into a series
-// (one Event object with a count); each pod's annotations say where it
-// went and why.
+// (one Event object with a count).
 func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _ string) {
 	s, ok := readState(cs)
 	rec := p.handle.EventRecorder()
@@ -794,8 +776,7 @@ func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _
 		where = fmt.Sprintf("to unit %d (%s)", s.unit, rp.Spec.Units[s.unit].Resource)
 	}
 	rec.Eventf(rp, nil, corev1.EventTypeNormal, "ResourcePolicySpillOver", "Scheduling",
-		"pods spill over %s: %s (the pods' %s and %s annotations say where each went and why)",
-		where, passedOver(s), schedulingv1alpha1.AnnotationUnit, schedulingv1alpha1.AnnotationReason)
+		"pods spill over %s: %s", where, passedOver(s))
 }
 
 // passedOver says why the units before the pod's were not used: skipped by

@@ -168,46 +168,29 @@ func TestPreScoreSkipsEqualScores(t *testing.T) {
 	}
 }
 
-// TestBindingAnnotationsAndPassedOver: the Binding's annotations and the
-// spill-over event's explanation for a pod placed in each unit.
-func TestBindingAnnotationsAndPassedOver(t *testing.T) {
+// TestPassedOver: the spill-over event's explanation for a pod placed in
+// each unit.
+func TestPassedOver(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	rp := &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
 		Spec: schedulingv1alpha1.ResourcePolicySpec{Units: []schedulingv1alpha1.Unit{
 			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc"}, Max: ptr.To[int32](0)},
 			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc2"}},
-			{Resource: "elastic", NodeSelector: map[string]string{"pool": "el"},
-				PodAnnotations: map[string]string{"cost-center": "cloud", schedulingv1alpha1.AnnotationUnit: "ignored"}},
+			{Resource: "elastic", NodeSelector: map[string]string{"pool": "el"}},
 		}}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)}}
 	plan, err := resourcepolicy.NewSnapshot([]*schedulingv1alpha1.ResourcePolicy{rp}, nil, nil).PlanFor(rp, pod, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct {
-		unit   int
-		annots map[string]string
-		why    string
-	}{
-		{unit: 1, annots: map[string]string{schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "1"},
-			why: "unit 0 (ecs) holds 0 pods, max 0"},
-		{unit: 2, annots: map[string]string{schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "2", "cost-center": "cloud"},
-			why: "unit 0 (ecs) holds 0 pods, max 0; unit 1 (ecs) had no node that fits"},
-		{unit: -1, annots: map[string]string{schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "none"},
-			why: "unit 0 (ecs) holds 0 pods, max 0; unit 1 (ecs) had no node that fits; unit 2 (elastic) had no node that fits"},
-	}
-	s := &state{plan: plan, full: plan, frontier: -1, unit: 0}
-	if _, ok := bindingAnnotations(s)[schedulingv1alpha1.AnnotationReason]; ok || passedOver(s) != "" {
-		t.Errorf("unit 0: a reason for the first unit: %v", bindingAnnotations(s))
-	}
-	for _, tc := range cases {
-		s := &state{plan: plan, full: plan, frontier: -1, unit: tc.unit}
-		tc.annots[schedulingv1alpha1.AnnotationReason] = tc.why
-		if diff := cmp.Diff(tc.annots, bindingAnnotations(s)); diff != "" {
-			t.Errorf("unit %d: annotations (-want,+got):\n%s", tc.unit, diff)
-		}
-		if got := passedOver(s); got != tc.why {
-			t.Errorf("unit %d: passed over %q, want %q", tc.unit, got, tc.why)
+	for unit, want := range map[int]string{
+		0:  "",
+		1:  "unit 0 (ecs) holds 0 pods, max 0",
+		2:  "unit 0 (ecs) holds 0 pods, max 0; unit 1 (ecs) had no node that fits",
+		-1: "unit 0 (ecs) holds 0 pods, max 0; unit 1 (ecs) had no node that fits; unit 2 (elastic) had no node that fits",
+	} {
+		if got := passedOver(&state{plan: plan, full: plan, frontier: -1, unit: unit}); got != want {
+			t.Errorf("unit %d: passed over %q, want %q", unit, got, want)
 		}
 	}
 }

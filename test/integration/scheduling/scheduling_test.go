@@ -306,24 +306,14 @@ func TestMaxPerUnit(t *testing.T) {
 		}
 		return p.Spec.NodeName == "max-el-0" && p.Labels["spillway.io/unit"] == "elastic", nil
 	})
-	// The Binding carried the policy and unit annotations (the unit's
-	// podAnnotations, and for b why unit 0 was passed over) onto each pod.
-	for name, want := range map[string]map[string]string{
-		"a": {schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "0"},
-		"b": {schedulingv1alpha1.AnnotationPolicy: "p", schedulingv1alpha1.AnnotationUnit: "1", "example.com/billing": "cloud",
-			schedulingv1alpha1.AnnotationReason: "unit 0 (ecs) holds 1 pods, max 1"},
-	} {
+	// The Binding carried unit 1's podAnnotations onto b only.
+	for name, want := range map[string]string{"a": "", "b": "cloud"} {
 		var p corev1.Pod
 		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &p); err != nil {
 			t.Fatal(err)
 		}
-		for k, v := range want {
-			if p.Annotations[k] != v {
-				t.Errorf("pod %s: annotation %s = %q, want %q (annotations %v)", name, k, p.Annotations[k], v, p.Annotations)
-			}
-		}
-		if name == "a" && (p.Annotations["example.com/billing"] != "" || p.Annotations[schedulingv1alpha1.AnnotationReason] != "") {
-			t.Errorf("pod a (unit 0) got unit 1's podAnnotations or a reason: %v", p.Annotations)
+		if got := p.Annotations["example.com/billing"]; got != want {
+			t.Errorf("pod %s: annotation example.com/billing = %q, want %q (annotations %v)", name, got, want, p.Annotations)
 		}
 	}
 	// The spill-over event on the policy.
