@@ -92,6 +92,8 @@ type Plugin struct {
 	// reported is, per pod, the last once-per-pod event sent (key), so a
 	// pod retried every few seconds does not repeat its event.
 	reported map[types.UID]string
+
+	units unitIndexes
 }
 
 // policyLister lists the policies of a namespace.
@@ -132,6 +134,7 @@ func New(ctx context.Context, _ runtime.Object, h fwk.Handle) (fwk.Plugin, error
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
 		if rp, ok := unwrap[*schedulingv1alpha1.ResourcePolicy](obj); ok {
 			p.counts.onPolicyDelete(rp.Namespace, rp.Name)
+			p.units.forget(rp.UID)
 		}
 	}}); err != nil {
 		return nil, err
@@ -264,6 +267,8 @@ type state struct {
 	// hundreds of nodes per pod, only match labels and index.
 	sel   [][]labelPair
 	rules []nodeRule
+	// units is the unit of each node of the snapshot (nil: match labels).
+	units *unitIndex
 }
 
 type labelPair struct{ key, value string }
@@ -296,11 +301,20 @@ func (s *state) compile() {
 	}
 }
 
-// unitOf is resourcepolicy.UnitOf on the compiled selectors.
+// unitOf is resourcepolicy.UnitOf on the compiled selectors, through the
+// policy's unit index.
 func (s *state) unitOf(node *corev1.Node) int {
 	if node == nil {
 		return -1
 	}
+	if s.units != nil {
+		return s.units.unitOf(node, s.match)
+	}
+	return s.match(node)
+}
+
+// match matches node's labels against the compiled selectors.
+func (s *state) match(node *corev1.Node) int {
 next:
 	for i, sel := range s.sel {
 		for _, l := range sel {
@@ -326,7 +340,7 @@ func readState(cs fwk.CycleState) (*state, bool) {
 
 // PreFilter computes the pod's plan from the policy and the incremental
 // counts: O(units), whatever the number of pods and nodes.
-func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	if p.synced != nil && !p.synced() {
 		if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
 			return p.synced(), nil
@@ -377,6 +391,7 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 		st.plan, st.frontier = narrow(plan, tried)
 	}
 	st.compile()
+	st.units = p.units.get(rp.UID, rp.Generation, nodes, st.match)
 	cs.Write(stateKey, st)
 	klog.FromContext(ctx).V(4).Info("ResourcePolicy plan", "pod", klog.KObj(pod), "policy", klog.KObj(rp),
 		"units", len(st.plan.Units), "others", st.plan.Others, "waiting", plan.Wait != nil, "frontier", st.frontier)
@@ -385,7 +400,32 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.P
 		// has nothing to reject, skip it; Score still ranks the units.
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	return nil, nil
+	return p.allowedNodes(st), nil
+}
+
+// allowedNodes narrows the scheduler's search to the nodes of the units
+// the plan allows (a PreFilterResult): it then neither walks the other
+// nodes nor runs any filter on them, which with a unit at max would be
+// half of a cluster's nodes per pod. Those nodes are counted as "didn't
+// satisfy plugin(s) [SpillwayResourcePolicy]" and the plan's own sentence
+// (PostFilter) says why. Nil (every node goes through Filter, which gives
+// per-node reasons) when no node is allowed or there are too many units to
+// cache the sets by mask.
+func (p *Plugin) allowedNodes(st *state) *fwk.PreFilterResult {
+	if st.units == nil || len(st.rules) > 64 {
+		return nil
+	}
+	var mask uint64
+	for i, r := range st.rules {
+		if r.reject == "" {
+			mask |= 1 << uint(i)
+		}
+	}
+	names := p.units.allowedNodes(st.units, mask)
+	if len(names) == 0 {
+		return nil
+	}
+	return &fwk.PreFilterResult{NodeNames: names}
 }
 
 // signKey is the plugin's fragment of a pod signature.

@@ -81,9 +81,6 @@ func BenchmarkFilterScore(b *testing.B) {
 	p := NewWithLister(nil, pols, clock.RealClock{}, memPods{}, memNodes{})
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", UID: "x"}}
 	cs := framework.NewCycleState()
-	if _, st := p.PreFilter(context.Background(), cs, pod, nil); !st.IsSuccess() {
-		b.Fatal(st)
-	}
 	var nodes []fwk.NodeInfo
 	for i := range 500 {
 		ni := framework.NewNodeInfo()
@@ -91,6 +88,10 @@ func BenchmarkFilterScore(b *testing.B) {
 			Labels: map[string]string{"pool": []string{"idc", "el"}[i%2], corev1.LabelHostname: fmt.Sprint("n", i),
 				"topology.kubernetes.io/zone": "z1", "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "gpu"}}})
 		nodes = append(nodes, ni)
+	}
+	// PreFilter gets the snapshot's nodes, as in the scheduler (the unit index).
+	if _, st := p.PreFilter(context.Background(), cs, pod, nodes); !st.IsSuccess() {
+		b.Fatal(st)
 	}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {

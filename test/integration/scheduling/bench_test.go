@@ -3,6 +3,8 @@ package scheduling
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -172,6 +174,19 @@ func measure(parent context.Context, ns, name string, withPlugin bool) (result, 
 	req0, err := apiRequests(ctx)
 	if err != nil {
 		return result{}, err
+	}
+	if dir := os.Getenv("BENCH_APISERVER_PROFILE"); dir != "" {
+		// A CPU profile of kube-apiserver over the measurement.
+		go func() {
+			raw, err := env.Clientset.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+				Param("seconds", "4").DoRaw(context.Background())
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, name+".prof"), raw, 0o644)
+			}
+			if err != nil {
+				fmt.Println("kube-apiserver profile:", err)
+			}
+		}()
 	}
 	cpu0 := cpuTimes()
 	start := time.Now()
