@@ -8,8 +8,14 @@
 //     plan's explanation when no unit and no other node is allowed, on a
 //     policy conflict or when a matchLabelKeys label is missing (with a
 //     Warning event, once per pod).
+//   - PreFilter also narrows the scheduler's search to the nodes of the
+//     allowed units (a PreFilterResult, cached per policy version and
+//     allowed set); node units come from a per-policy index keyed by node
+//     object (units.go).
 //   - Filter rejects, as UnschedulableAndUnresolvable, the nodes of units the
-//     plan does not allow now (and nodes outside every unit under required).
+//     plan does not allow now (and nodes outside every unit under required)
+//     that reach it: nodes newer than the index, or every node when none is
+//     allowed.
 //   - Score ranks nodes by the order of their unit in the plan; give the
 //     plugin a large weight so unit order dominates the other scores.
 //   - PostFilter (after DefaultPreemption): under preemptPolicy
