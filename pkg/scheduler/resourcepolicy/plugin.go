@@ -345,7 +345,9 @@ func readState(cs fwk.CycleState) (*state, bool) {
 }
 
 // PreFilter computes the pod's plan from the policy and the incremental
-// counts: O(units), whatever the number of pods and nodes.
+// counts (O(units), whatever the number of pods), checks the unit index
+// against the snapshot's nodes (a pointer lookup per node) and returns the
+// allowed units' nodes.
 func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	if p.synced != nil && !p.synced() {
 		if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, func(context.Context) (bool, error) {
