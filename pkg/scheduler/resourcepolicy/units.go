@@ -18,13 +18,16 @@ import (
 //
 // An index is immutable once published, so the parallel Filter calls read
 // it without locks. A node's labels only change with a new object from the
-// informer, so PreFilter checks that every node object of its snapshot is
-// in the index (a few microseconds for hundreds of nodes) and rebuilds it
+// informer, so PreFilter checks that its snapshot holds the node objects
+// the index was built from (a pointer comparison per node) and rebuilds it
 // otherwise; a node object missing from the index is matched directly.
 type unitIndex struct {
 	uid        types.UID
 	generation int64
 	units      map[*corev1.Node]int8
+	// order is the snapshot's node objects in the order the index was
+	// built from, so that holds compares pointers in sequence.
+	order []*corev1.Node
 	// allowed caches, per set of allowed rules (bit i: rules[i] allows),
 	// the names of the nodes in allowed units; guarded by unitIndexes.mu.
 	allowed map[uint64]sets.Set[string]
@@ -55,9 +58,12 @@ func (xs *unitIndexes) get(uid types.UID, generation int64, nodes []fwk.NodeInfo
 	if x := xs.m[uid]; x != nil && x.generation == generation && x.holds(nodes) {
 		return x
 	}
-	x := &unitIndex{uid: uid, generation: generation, units: make(map[*corev1.Node]int8, len(nodes))}
-	for _, ni := range nodes {
-		if n := ni.Node(); n != nil {
+	x := &unitIndex{uid: uid, generation: generation, units: make(map[*corev1.Node]int8, len(nodes)),
+		order: make([]*corev1.Node, len(nodes))}
+	for i, ni := range nodes {
+		n := ni.Node()
+		x.order[i] = n
+		if n != nil {
 			x.units[n] = int8(match(n))
 		}
 	}
@@ -68,13 +74,16 @@ func (xs *unitIndexes) get(uid types.UID, generation int64, nodes []fwk.NodeInfo
 	return x
 }
 
-// holds tells whether the index has exactly the node objects of nodes.
+// holds tells whether the index was built from exactly these node objects
+// in this order (the scheduler keeps its snapshot's node list in a stable
+// order; a list in another order only costs a rebuild). A pointer
+// comparison per node: ~15 µs for 5,000 nodes.
 func (x *unitIndex) holds(nodes []fwk.NodeInfo) bool {
-	if len(x.units) != len(nodes) {
+	if len(x.order) != len(nodes) {
 		return false
 	}
-	for _, ni := range nodes {
-		if _, ok := x.units[ni.Node()]; !ok {
+	for i, ni := range nodes {
+		if ni.Node() != x.order[i] {
 			return false
 		}
 	}

@@ -74,6 +74,10 @@ func TestUnitIndex(t *testing.T) {
 	if xs.get("uid", 2, snapshot(a), match) == x3 {
 		t.Error("a node fewer: the old index")
 	}
+	x4 := xs.get("uid", 2, snapshot(a, b2), match)
+	if x5 := xs.get("uid", 2, snapshot(b2, a), match); x5 == x4 || x5.unitOf(a, match) != 0 || x5.unitOf(b2, match) != 0 {
+		t.Error("the same nodes in another order: the old index, or a wrong one")
+	}
 	xs.forget("uid")
 	if len(xs.m) != 0 {
 		t.Errorf("%d indexes after forget", len(xs.m))
