@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	apiregv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
 	aggregator "k8s.io/kube-aggregator/pkg/client/clientset_generated/clientset"
 )
@@ -89,21 +90,33 @@ func Register(ctx context.Context, cs kubernetes.Interface, ag aggregator.Interf
 		}
 	}
 	for _, want := range r.APIServices() {
-		api := ag.ApiregistrationV1().APIServices()
-		got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			if _, err := api.Create(ctx, want, metav1.CreateOptions{}); err != nil {
-				return fmt.Errorf("creating APIService %s: %w", want.Name, err)
-			}
-		case err != nil:
-			return fmt.Errorf("getting APIService %s: %w", want.Name, err)
-		default:
-			got = got.DeepCopy()
-			got.Spec = want.Spec
-			if _, err := api.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
-				return fmt.Errorf("updating APIService %s: %w", want.Name, err)
-			}
+		// The aggregator writes the APIService's status concurrently: an
+		// update may conflict, and is then retried on a fresh read.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			return registerAPIService(ctx, ag, want)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerAPIService creates want, or updates the spec of the existing one.
+func registerAPIService(ctx context.Context, ag aggregator.Interface, want *apiregv1.APIService) error {
+	api := ag.ApiregistrationV1().APIServices()
+	got, err := api.Get(ctx, want.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		if _, err := api.Create(ctx, want, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating APIService %s: %w", want.Name, err)
+		}
+	case err != nil:
+		return fmt.Errorf("getting APIService %s: %w", want.Name, err)
+	default:
+		got = got.DeepCopy()
+		got.Spec = want.Spec
+		if _, err := api.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("updating APIService %s: %w", want.Name, err)
 		}
 	}
 	return nil
