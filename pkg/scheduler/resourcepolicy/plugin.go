@@ -823,7 +823,12 @@ func (p *Plugin) PostBind(_ context.Context, cs fwk.CycleState, _ *corev1.Pod, _
 	if s.unit > 0 {
 		where = fmt.Sprintf("to unit %d (%s)", s.unit, rp.Spec.Units[s.unit].Resource)
 	}
-	rec.Eventf(rp, nil, corev1.EventTypeNormal, "ResourcePolicySpillOver", "Scheduling",
+	// The event library folds events with the same object reference; the
+	// policy's resourceVersion changes with every status write (the
+	// manager counts its pods), so the reference is built without it.
+	regarding := &schedulingv1alpha1.ResourcePolicy{TypeMeta: rp.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Namespace: rp.Namespace, Name: rp.Name, UID: rp.UID}}
+	rec.Eventf(regarding, nil, corev1.EventTypeNormal, "ResourcePolicySpillOver", "Scheduling",
 		"pods spill over %s: %s", where, passedOver(s))
 }
 

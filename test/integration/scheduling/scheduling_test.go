@@ -331,6 +331,34 @@ func TestMaxPerUnit(t *testing.T) {
 		}
 		return false, nil
 	})
+	// Once the manager wrote the policy's status (a new resourceVersion), a
+	// second spill folds into the same Event as a series of 2.
+	created := rp.ResourceVersion
+	eventually(t, 20*time.Second, "the policy's status written", func(ctx context.Context) (bool, error) {
+		var cur schedulingv1alpha1.ResourcePolicy
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(rp), &cur)
+		return err == nil && cur.ResourceVersion != created, err
+	})
+	create(t, pod(ns, "c", 1))
+	eventually(t, 20*time.Second, "one ResourcePolicySpillOver Event with a series of 2", func(ctx context.Context) (bool, error) {
+		evs, err := env.Clientset.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		n, count := 0, int32(0)
+		for _, e := range evs.Items {
+			if e.Reason == "ResourcePolicySpillOver" {
+				n++
+				if e.Series != nil {
+					count = e.Series.Count
+				}
+			}
+		}
+		if n > 1 {
+			return false, fmt.Errorf("%d ResourcePolicySpillOver Events, want one series", n)
+		}
+		return n == 1 && count == 2, nil
+	})
 }
 
 // TestTimeoutOrExceedMax: the pod waits for the full IDC unit, then moves on
