@@ -31,6 +31,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/spillway-io/spillway/internal/procstat"
 	"github.com/spillway-io/spillway/pkg/engine/enginesim"
 	"github.com/spillway-io/spillway/pkg/engine/server"
 	"github.com/spillway-io/spillway/pkg/gateway"
@@ -199,8 +200,8 @@ func run(ctx context.Context, o options) error {
 			if t.pids != nil && len(acc[t.name].lat) > 0 {
 				// CPU time of the proxy's processes per request: robust to
 				// other load on a shared machine, unlike req/s.
-				r.cpuPerReq = time.Duration(float64(acc[t.name].cpuTicks) * float64(time.Second) / clockTicks / float64(len(acc[t.name].lat)))
-				busy := float64(acc[t.name].cpuTicks) / clockTicks / acc[t.name].elapsed.Seconds() / float64(o.workers)
+				r.cpuPerReq = time.Duration(float64(acc[t.name].cpuTicks) * float64(time.Second) / procstat.ClockTicks / float64(len(acc[t.name].lat)))
+				busy := float64(acc[t.name].cpuTicks) / procstat.ClockTicks / acc[t.name].elapsed.Seconds() / float64(o.workers)
 				cpu = fmt.Sprintf("  proxy CPU/request %s (busy %.0f%% of %d CPU)", r.cpuPerReq.Round(100*time.Nanosecond), 100*busy, o.workers)
 			}
 			res[t.name] = r
@@ -419,9 +420,6 @@ func holdStreams(ctx context.Context, url string, n int, rss func() int) (int, i
 	return peak, int(opened.Load())
 }
 
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
-const clockTicks = 100
-
 // cpuTicks sums user+system time of the processes.
 func cpuTicks(pids func() []int) int64 {
 	if pids == nil {
@@ -429,20 +427,8 @@ func cpuTicks(pids func() []int) int64 {
 	}
 	var total int64
 	for _, pid := range pids() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name (which may hold spaces) in parentheses.
-		rest := string(b)
-		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-			rest = rest[i+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) > 12 {
-			u, _ := strconv.ParseInt(f[11], 10, 64)
-			st, _ := strconv.ParseInt(f[12], 10, 64)
-			total += u + st
+		if t, err := procstat.CPUTicks(strconv.Itoa(pid)); err == nil {
+			total += t
 		}
 	}
 	return total

@@ -19,15 +19,23 @@ import (
 	"github.com/spillway-io/spillway/pkg/resourcepolicy"
 )
 
-func TestScoreAndReject(t *testing.T) {
-	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	rp := &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
+// threeUnits is a policy with an IDC unit at max 0, a second IDC unit and an
+// elastic unit, and a pod created at t0.
+func threeUnits() (rp *schedulingv1alpha1.ResourcePolicy, pod *corev1.Pod, t0 time.Time) {
+	t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	rp = &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
 		Spec: schedulingv1alpha1.ResourcePolicySpec{Units: []schedulingv1alpha1.Unit{
 			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc"}, Max: ptr.To[int32](0)},
 			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc2"}},
 			{Resource: "elastic", NodeSelector: map[string]string{"pool": "el"}},
-		}, WhenTryNextUnits: &schedulingv1alpha1.WhenTryNextUnits{Policy: schedulingv1alpha1.TimeoutOrExceedMax, Timeout: "1m"}}}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)}}
+		}}}
+	pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)}}
+	return rp, pod, t0
+}
+
+func TestScoreAndReject(t *testing.T) {
+	rp, pod, t0 := threeUnits()
+	rp.Spec.WhenTryNextUnits = &schedulingv1alpha1.WhenTryNextUnits{Policy: schedulingv1alpha1.TimeoutOrExceedMax, Timeout: "1m"}
 	snap := resourcepolicy.NewSnapshot([]*schedulingv1alpha1.ResourcePolicy{rp}, nil, nil)
 
 	cases := map[string]struct {
@@ -172,14 +180,7 @@ func TestPreScoreSkipsEqualScores(t *testing.T) {
 // TestPassedOver: the spill-over event's explanation for a pod placed in
 // each unit.
 func TestPassedOver(t *testing.T) {
-	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	rp := &schedulingv1alpha1.ResourcePolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
-		Spec: schedulingv1alpha1.ResourcePolicySpec{Units: []schedulingv1alpha1.Unit{
-			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc"}, Max: ptr.To[int32](0)},
-			{Resource: "ecs", NodeSelector: map[string]string{"pool": "idc2"}},
-			{Resource: "elastic", NodeSelector: map[string]string{"pool": "el"}},
-		}}}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "default", CreationTimestamp: metav1.NewTime(t0)}}
+	rp, pod, t0 := threeUnits()
 	plan, err := resourcepolicy.NewSnapshot([]*schedulingv1alpha1.ResourcePolicy{rp}, nil, nil).PlanFor(rp, pod, t0)
 	if err != nil {
 		t.Fatal(err)

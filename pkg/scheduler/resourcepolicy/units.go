@@ -22,7 +22,6 @@ import (
 // the index was built from (a pointer comparison per node) and rebuilds it
 // otherwise; a node object missing from the index is matched directly.
 type unitIndex struct {
-	uid        types.UID
 	generation int64
 	units      map[*corev1.Node]int8
 	// order is the snapshot's node objects in the order the index was
@@ -58,7 +57,7 @@ func (xs *unitIndexes) get(uid types.UID, generation int64, nodes []fwk.NodeInfo
 	if x := xs.m[uid]; x != nil && x.generation == generation && x.holds(nodes) {
 		return x
 	}
-	x := &unitIndex{uid: uid, generation: generation, units: make(map[*corev1.Node]int8, len(nodes)),
+	x := &unitIndex{generation: generation, units: make(map[*corev1.Node]int8, len(nodes)),
 		order: make([]*corev1.Node, len(nodes))}
 	for i, ni := range nodes {
 		n := ni.Node()

@@ -141,7 +141,6 @@ func measure(parent context.Context, ns, name string, withPlugin bool) (result, 
 			pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 			return err == nil && len(pods.Items) == 0, nil
 		})
-		settle() // the next variant starts on a quiet control plane
 	}()
 	var g errgroup.Group
 	g.SetLimit(16)
@@ -171,7 +170,7 @@ func measure(parent context.Context, ns, name string, withPlugin bool) (result, 
 		return result{}, err
 	}
 	defer w.Stop()
-	settle() // after the creations
+	settle() // after the creations (and the previous measurement's deletions)
 	req0, err := apiRequests(ctx)
 	if err != nil {
 		return result{}, err

@@ -14,11 +14,9 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-)
 
-// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat (100
-// on every Linux architecture Go supports).
-const clockTicks = 100
+	"github.com/spillway-io/spillway/internal/procstat"
+)
 
 // cpuTimes reads the CPU time (user+system) of this process and of the
 // control plane's etcd and kube-apiserver (found by their executable in
@@ -48,21 +46,13 @@ func cpuTimes() map[string]time.Duration {
 	return out
 }
 
-// procCPU is utime+stime of /proc/<pid>/stat.
+// procCPU is the CPU time of process pid (0 when it cannot be read).
 func procCPU(pid string) time.Duration {
-	b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	ticks, err := procstat.CPUTicks(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name (field 2) may hold spaces; fields restart after ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	return time.Duration(ticks) * time.Second / procstat.ClockTicks
 }
 
 // cpuDelta formats after-before per process.
