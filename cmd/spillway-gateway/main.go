@@ -54,6 +54,7 @@ type flags struct {
 	keysRefresh           time.Duration
 	retryAfter            int
 	prefixBytes           int
+	httpServer            string
 }
 
 func main() {
@@ -110,6 +111,7 @@ JSON list of {"namespace","name","model","endpoints":[{"address","pool","poolRan
 	fs.DurationVar(&f.ejectFor, "outlier-ejection", 10*time.Second, "first ejection length (grows with each ejection)")
 	fs.IntVar(&f.prefixBytes, "affinity-prefix-bytes", 256, "prompt bytes hashed for prefix affinity")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the balancer's random choices (0: from the clock)")
+	fs.StringVar(&f.httpServer, "http-server", "spillway", "HTTP/1.1 server of the API: spillway (lean, Linux only; elsewhere net/http is used) or net/http")
 	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(kfs)
 	fs.AddGoFlagSet(kfs)
@@ -135,6 +137,9 @@ func validate(f *flags) error {
 	}
 	if f.endpointsFrom != "endpointslices" && f.endpointsFrom != "pods" {
 		errs = append(errs, fmt.Errorf("--endpoints-from must be endpointslices or pods, got %q", f.endpointsFrom))
+	}
+	if f.httpServer != "spillway" && f.httpServer != "net/http" {
+		errs = append(errs, fmt.Errorf("--http-server must be spillway or net/http, got %q", f.httpServer))
 	}
 	if f.domain == "" {
 		errs = append(errs, errors.New("--domain must not be empty"))
@@ -198,6 +203,7 @@ func run(ctx context.Context, f *flags) error {
 		ScrapeInterval: f.scrapeInterval,
 		Auth:           authn,
 		Log:            log,
+		NetHTTPServer:  f.httpServer == "net/http",
 	})
 
 	watchErr := make(chan error, 1)

@@ -143,8 +143,13 @@ type Request struct {
 // Pick returns the index in eps of the endpoint to use, or -1 when every
 // endpoint is excluded (or eps is empty). rnd breaks ties and drives p2c.
 func Pick(p Policy, eps []Endpoint, req Request, rnd *rand.Rand) int {
-	cand := make([]int, 0, len(eps))
-	loads := make([]float64, len(eps))
+	var candBuf [16]int
+	var loadBuf [16]float64
+	cand, loads := candBuf[:0], loadBuf[:]
+	if len(eps) > len(candBuf) {
+		cand, loads = make([]int, 0, len(eps)), make([]float64, len(eps))
+	}
+	loads = loads[:len(eps)]
 	for i, e := range eps {
 		if !e.Excluded {
 			cand = append(cand, i)

@@ -41,9 +41,13 @@ var _ http.RoundTripper = (*Transport)(nil)
 
 type conn struct {
 	nc        net.Conn
-	raw       syscall.RawConn // nc's, when it has one
+	raw       syscall.RawConn    // nc's, when it has one
+	await     func(uintptr) bool // flushAndAwait's callback and its state (with bw)
+	flushed   bool
+	werr      error
 	br        *bufio.Reader
-	bw        *bufio.Writer
+	bw        *bufio.Writer // while a request is written
+	head      []byte        // the answer's head being read
 	idleSince time.Time
 }
 
@@ -200,14 +204,14 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request) (*http.R
 		c.close()
 		return nil, &errNoResponse{err}
 	}
-	resp, err := http.ReadResponse(c.br, req)
+	resp, b, err := c.readResponse(req)
 	if err != nil {
 		stop()
 		c.close()
 		return nil, err
 	}
-	b := &body{rc: resp.Body, c: c, t: t, addr: req.URL.Host, stop: stop, reuse: !resp.Close && !req.Close}
-	if resp.Body == http.NoBody || resp.ContentLength == 0 {
+	b.t, b.addr, b.stop, b.reuse = t, req.URL.Host, stop, !resp.Close && !req.Close
+	if b.done {
 		b.release(true)
 		resp.Body = http.NoBody
 		return resp, nil
@@ -226,60 +230,102 @@ func (c *conn) flushAndAwait(bw *bufio.Writer) error {
 	if c.raw == nil || c.br.Buffered() > 0 {
 		return bw.Flush()
 	}
-	var werr error
-	flushed := false
-	err := c.raw.Read(func(uintptr) bool {
-		if flushed {
-			return true // readable (or closed): the read that follows finds it
-		}
-		flushed = true
-		werr = bw.Flush()
-		return werr != nil
-	})
+	if c.await == nil {
+		c.await = c.flushOnce // one closure per connection, not per request
+	}
+	c.bw, c.flushed, c.werr = bw, false, nil
+	err := c.raw.Read(c.await)
+	werr := c.werr
+	c.bw, c.werr = nil, nil
 	if werr != nil {
 		return werr
 	}
 	return err
 }
 
-// body returns the connection to the pool once read to the end.
+// flushOnce is flushAndAwait's RawConn.Read callback: the first call writes,
+// the next (once readable, or closed) lets the read that follows find it.
+func (c *conn) flushOnce(uintptr) bool {
+	if c.flushed {
+		return true
+	}
+	c.flushed = true
+	c.werr = c.bw.Flush()
+	return c.werr != nil
+}
+
+// body is an answer's body; it returns the connection to the pool once
+// read to its end.
 type body struct {
-	rc    io.ReadCloser
-	c     *conn
-	t     *Transport
-	addr  string
-	stop  func() bool
-	reuse bool
-	done  bool
+	c         *conn
+	remaining int64     // Content-Length framing
+	chunked   io.Reader // chunked framing
+	toEOF     bool      // ends with the connection
+	done      bool      // the whole body was read
+	t         *Transport
+	addr      string
+	stop      func() bool
+	reuse     bool
+	released  bool
 }
 
 func (b *body) Read(p []byte) (int, error) {
-	if b.done {
+	if b.released {
 		return 0, io.EOF
 	}
-	n, err := b.rc.Read(p)
-	if err == io.EOF {
+	if b.done {
 		b.release(true)
-	} else if err != nil {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var err error
+	switch {
+	case b.chunked != nil:
+		n, err = b.chunked.Read(p)
+		if err == io.EOF {
+			err = skipTrailer(b.c.br, maxResponseHead)
+			b.done = err == nil
+		}
+	case b.toEOF:
+		n, err = b.c.br.Read(p)
+		b.done = err == io.EOF
+	default:
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err = b.c.br.Read(p)
+		b.remaining -= int64(n)
+		if b.remaining == 0 {
+			b.done = true
+		} else if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if b.done {
+		b.release(true)
+		return n, io.EOF
+	}
+	if err != nil {
 		b.release(false)
 	}
 	return n, err
 }
 
 func (b *body) Close() error {
-	if !b.done {
-		b.release(false)
-	}
+	b.release(false)
 	return nil
 }
 
 // release ends the body; the connection is kept when the answer was read to
 // its end, the engine allows keep-alive and the cancel did not fire.
 func (b *body) release(complete bool) {
-	if b.done {
+	if b.released {
 		return
 	}
-	b.done = true
+	b.released = true
 	notFired := b.stop()
 	if complete && b.reuse && notFired {
 		b.t.put(b.addr, b.c)

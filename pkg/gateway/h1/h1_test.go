@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -149,5 +150,113 @@ func TestHeadersAndQueryArrive(t *testing.T) {
 	if string(b) != "body!" || r.URL.RawQuery != "a=1&b=%20" || r.URL.Path != "/v1/x" ||
 		strings.Join(r.Header.Values("X-Multi"), ",") != "1,2" || r.ContentLength != 5 || r.Host != addr {
 		t.Errorf("server saw %s %s host %s headers %v length %d; answer %q", r.Method, r.URL, r.Host, r.Header, r.ContentLength, b)
+	}
+}
+
+// rawServer answers each connection's requests with the scripted raw
+// answers in turn (one per request read), counting connections.
+func rawServer(t *testing.T, answers ...string) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns atomic.Int64
+	var next atomic.Int64
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer func() { _ = nc.Close() }()
+				br := bufio.NewReader(nc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					i := int(next.Add(1)) - 1
+					if i >= len(answers) {
+						return
+					}
+					if _, err := io.WriteString(nc, answers[i]); err != nil {
+						return
+					}
+					if strings.Contains(answers[i], "Connection: close") || !strings.Contains(answers[i], "Content-Length") && !strings.Contains(answers[i], "chunked") && !strings.HasPrefix(answers[i], "HTTP/1.1 204") {
+						return // the end of the connection ends the body
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), &conns
+}
+
+func TestResponseFraming(t *testing.T) {
+	cases := []struct {
+		name, answer, want string
+		status             int
+		reused             bool // the next request goes on the same connection
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "hello", 200, true},
+		{"chunked with trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\nX-Trailer: 1\r\n\r\n", "hello", 200, true},
+		{"interim 100 skipped", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", "ok", 201, true},
+		{"no content", "HTTP/1.1 204 No Content\r\n\r\n", "", 204, true},
+		{"to the end of the connection", "HTTP/1.1 200 OK\r\n\r\nuntil close", "until close", 200, false},
+		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye", "bye", 200, false},
+		{"HTTP/1.0 without keep-alive", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok", 200, false},
+		{"bare LF lines", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", "ok", 200, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, conns := rawServer(t, tc.answer, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+			tr := &Transport{}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/x", strings.NewReader("q"))
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if err != nil || string(b) != tc.want || resp.StatusCode != tc.status {
+				t.Fatalf("got %d %q %v; want %d %q", resp.StatusCode, b, err, tc.status, tc.want)
+			}
+			if got, err := get(t, tr, context.Background(), addr, "again"); err != nil || got != "next" {
+				t.Fatalf("second request: %q %v", got, err)
+			}
+			if want := map[bool]int64{true: 1, false: 2}[tc.reused]; conns.Load() != want {
+				t.Errorf("used %d connections, want %d", conns.Load(), want)
+			}
+		})
+	}
+}
+
+func TestResponseErrors(t *testing.T) {
+	for name, answer := range map[string]string{
+		"malformed status line":      "HTTP/1.1 OK\r\n\r\n",
+		"not HTTP":                   "SSH-2.0-OpenSSH\r\n\r\n",
+		"conflicting lengths":        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+		"invalid length":             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+		"header folding":             "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 0\r\n\r\n",
+		"connection ends in headers": "HTTP/1.1 200 OK\r\nContent-Le",
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr, _ := rawServer(t, answer)
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/x", nil)
+			if resp, err := (&Transport{}).RoundTrip(req); err == nil {
+				_ = resp.Body.Close()
+				t.Fatalf("answer %q accepted (status %d)", answer, resp.StatusCode)
+			}
+		})
+	}
+	// A body cut short is an error, not a short success.
+	addr, _ := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort")
+	if got, err := get(t, &Transport{}, context.Background(), addr, "x"); err != io.ErrUnexpectedEOF {
+		t.Errorf("truncated body: %q %v, want io.ErrUnexpectedEOF", got, err)
 	}
 }

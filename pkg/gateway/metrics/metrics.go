@@ -31,8 +31,11 @@ type Metrics struct {
 
 	mu       sync.Mutex
 	inflight map[svcKey]*counts
-	pools    sync.Map // "ns\x00name\x00pool" -> *PoolMetrics
+	poolsMu  sync.RWMutex
+	pools    map[poolKey]*PoolMetrics
 }
+
+type poolKey struct{ namespace, name, pool string }
 
 type svcKey struct{ namespace, name string }
 
@@ -160,11 +163,14 @@ type PoolMetrics struct {
 
 // Pool returns the children of (namespace, service, pool), cached.
 func (m *Metrics) Pool(ns, name, pool string) *PoolMetrics {
-	key := ns + "\x00" + name + "\x00" + pool
-	if v, ok := m.pools.Load(key); ok {
-		return v.(*PoolMetrics)
+	key := poolKey{ns, name, pool} // a struct key: the lookup allocates nothing
+	m.poolsMu.RLock()
+	p, ok := m.pools[key]
+	m.poolsMu.RUnlock()
+	if ok {
+		return p
 	}
-	p := &PoolMetrics{
+	p = &PoolMetrics{
 		TTFT:       m.TTFT.WithLabelValues(ns, name, pool),
 		InterToken: m.InterToken.WithLabelValues(ns, name, pool),
 		E2E:        m.E2E.WithLabelValues(ns, name, pool),
@@ -173,6 +179,14 @@ func (m *Metrics) Pool(ns, name, pool string) *PoolMetrics {
 		Completion: m.Tokens.WithLabelValues(ns, name, pool, "completion"),
 		OK:         m.Requests.WithLabelValues(ns, name, pool, "200"),
 	}
-	v, _ := m.pools.LoadOrStore(key, p)
-	return v.(*PoolMetrics)
+	m.poolsMu.Lock()
+	defer m.poolsMu.Unlock()
+	if prior, ok := m.pools[key]; ok {
+		return prior
+	}
+	if m.pools == nil {
+		m.pools = map[poolKey]*PoolMetrics{}
+	}
+	m.pools[key] = p
+	return p
 }

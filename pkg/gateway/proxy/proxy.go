@@ -289,8 +289,8 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start t
 	g.metrics.Enter(inNS, inName)
 	defer g.metrics.Leave(inNS, inName)
 
-	key := svc.Key()
 	if len(svc.Endpoints) == 0 {
+		key := svc.Key()
 		endHold := g.metrics.BeginHold(svc.Namespace, svc.Name)
 		err := g.holder.Wait(r.Context(), key, func() bool {
 			s := g.router.Table().ByKey(key)
@@ -372,9 +372,14 @@ func (g *Gateway) finishPM(svc *routing.Service, pm *metrics.PoolMetrics, pool s
 	}
 }
 
-// snapshot builds the balancer's view of the service's endpoints.
-func (g *Gateway) snapshot(svc *routing.Service, tried addrSet, now time.Time) []balancer.Endpoint {
-	eps := make([]balancer.Endpoint, len(svc.Endpoints))
+// snapshot builds the balancer's view of the service's endpoints in dst
+// (a caller's array for the common few replicas: no allocation).
+func (g *Gateway) snapshot(dst []balancer.Endpoint, svc *routing.Service, tried addrSet, now time.Time) []balancer.Endpoint {
+	eps := dst[:0]
+	if cap(eps) < len(svc.Endpoints) {
+		eps = make([]balancer.Endpoint, 0, len(svc.Endpoints))
+	}
+	eps = eps[:len(svc.Endpoints)]
 	healthy := 0
 	for i, e := range svc.Endpoints {
 		u := g.upstreams.Get(e.Address)
@@ -420,11 +425,12 @@ func (g *Gateway) forward(ctx context.Context, req *request) {
 	svc := req.svc
 	var triedBuf [4]string
 	tried := addrSet(triedBuf[:0])
+	var epsBuf [8]balancer.Endpoint
 	var lastErr error
 	lastPool := ""
 	for attempt := 0; attempt < g.cfg.MaxAttempts; attempt++ {
 		now := g.clock.Now()
-		eps := g.snapshot(svc, tried, now)
+		eps := g.snapshot(epsBuf[:0], svc, tried, now)
 		i := g.pick(svc, eps, req.parsed.Prefix)
 		if i < 0 {
 			break

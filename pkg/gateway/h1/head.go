@@ -1,0 +1,250 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Message heads (request line or status line, then header fields) are read
+// into one buffer, turned into one string, and every key and value is a
+// substring of it: two allocations for the text of a head instead of one per
+// line and field.
+
+// errHeadTooLarge: the head exceeds its limit.
+var errHeadTooLarge = errors.New("h1: message head too large")
+
+// readHead reads a message head up to and including its blank line into
+// buf[:0], within limit bytes. Empty lines before it are skipped (RFC 9112
+// 2.2). io.EOF means the connection ended before any byte of a head;
+// io.ErrUnexpectedEOF that it ended inside one.
+func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
+	buf = buf[:0]
+	lineStart := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(buf)+len(line) > limit {
+			return buf, errHeadTooLarge
+		}
+		buf = append(buf, line...)
+		if err == bufio.ErrBufferFull {
+			continue // a line longer than the reader's buffer: go on gathering it
+		}
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
+		if rest := string(buf[lineStart:]); rest == "\r\n" || rest == "\n" {
+			if lineStart == 0 {
+				buf = buf[:0]
+				continue
+			}
+			return buf, nil
+		}
+		lineStart = len(buf)
+	}
+}
+
+// nextLine splits off the first line of s (without its CRLF or LF).
+func nextLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	if i < 0 {
+		return s, ""
+	}
+	line, rest = s[:i], s[i+1:]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, rest
+}
+
+// parseFields parses the header lines of s (after the start line, up to the
+// blank line) into a new Header. Keys are canonicalised; values keep their
+// order. With hosts set, Host fields go there instead of the Header.
+func parseFields(s string, hosts *[]string) (http.Header, error) {
+	n := strings.Count(s, "\n")
+	slab := make([]string, n) // the values of single-valued fields
+	h := make(http.Header, n)
+	for {
+		var line string
+		line, s = nextLine(s)
+		if line == "" {
+			return h, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, errors.New("obsolete header line folding")
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !httpguts.ValidHeaderFieldName(k) {
+			return nil, fmt.Errorf("malformed header line %q", truncate(line))
+		}
+		v = strings.Trim(v, " \t")
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return nil, fmt.Errorf("invalid value of header %s", k)
+		}
+		k = canonicalKey(k)
+		if hosts != nil && k == "Host" {
+			*hosts = append(*hosts, v)
+			continue
+		}
+		if vs := h[k]; vs != nil {
+			h[k] = append(vs, v)
+			continue
+		}
+		slab[0] = v
+		h[k] = slab[:1:1]
+		slab = slab[1:]
+	}
+}
+
+func truncate(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
+}
+
+// canonicalKey is textproto's canonical form; it allocates only for keys not
+// already canonical.
+func canonicalKey(k string) string {
+	upper := true
+	for i := 0; i < len(k); i++ {
+		ch := k[i]
+		if upper && 'a' <= ch && ch <= 'z' || !upper && 'A' <= ch && ch <= 'Z' {
+			return http.CanonicalHeaderKey(k)
+		}
+		upper = ch == '-'
+	}
+	return k
+}
+
+// hasToken reports whether a comma-separated field lists token.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// skipTrailer reads the trailer section after a last chunk.
+func skipTrailer(br *bufio.Reader, limit int) error {
+	for size := 0; ; {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if size += len(line); size > limit {
+			return errors.New("h1: trailer too large")
+		}
+		if len(line) <= 2 && strings.TrimRight(string(line), "\r\n") == "" {
+			return nil
+		}
+	}
+}
+
+// maxResponseHead bounds an engine's status line and headers.
+const maxResponseHead = 64 << 10
+
+// readResponse reads an answer to req from c: its head, then a body framed
+// by chunked encoding, Content-Length, or the end of the connection.
+// Interim 1xx answers are skipped.
+func (c *conn) readResponse(req *http.Request) (*http.Response, *body, error) {
+	for {
+		head, err := readHead(c.br, c.head, maxResponseHead)
+		c.head = head[:0]
+		if err != nil {
+			return nil, nil, err
+		}
+		s := string(head)
+		line, rest := nextLine(s)
+		proto, status, _ := strings.Cut(line, " ")
+		major, minor, ok := http.ParseHTTPVersion(proto)
+		if !ok || major != 1 {
+			return nil, nil, fmt.Errorf("h1: malformed status line %q", truncate(line))
+		}
+		if len(status) < 3 || len(status) > 3 && status[3] != ' ' {
+			return nil, nil, fmt.Errorf("h1: malformed status line %q", truncate(line))
+		}
+		code, err := strconv.Atoi(status[:3])
+		if err != nil || code < 100 {
+			return nil, nil, fmt.Errorf("h1: malformed status code in %q", truncate(line))
+		}
+		h, err := parseFields(rest, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("h1: %w", err)
+		}
+		if code < 200 && code != http.StatusSwitchingProtocols {
+			continue
+		}
+		resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
+			Header: h, Request: req, ContentLength: -1}
+		conn := h["Connection"]
+		if minor == 0 {
+			resp.Close = !hasToken(conn, "keep-alive")
+		} else {
+			resp.Close = hasToken(conn, "close")
+		}
+		b := &body{c: c}
+		te, cl := h["Transfer-Encoding"], h["Content-Length"]
+		switch {
+		case req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
+			resp.ContentLength = 0
+			if n, err := strconv.ParseInt(first(cl), 10, 64); err == nil && req.Method == http.MethodHead {
+				resp.ContentLength = n
+			}
+			b.done = true
+		case te != nil:
+			if !strings.EqualFold(te[len(te)-1], "chunked") {
+				resp.Close = true // other codings: read to the end of the connection
+				b.toEOF = true
+				break
+			}
+			delete(h, "Transfer-Encoding")
+			delete(h, "Content-Length")
+			resp.TransferEncoding = []string{"chunked"}
+			b.chunked = httputil.NewChunkedReader(c.br)
+		case cl != nil:
+			for _, v := range cl[1:] {
+				if v != cl[0] {
+					return nil, nil, errors.New("h1: conflicting Content-Length headers")
+				}
+			}
+			n, err := strconv.ParseUint(cl[0], 10, 63)
+			if err != nil {
+				return nil, nil, fmt.Errorf("h1: invalid Content-Length %q", cl[0])
+			}
+			resp.ContentLength, b.remaining = int64(n), int64(n)
+			b.done = n == 0
+		default:
+			resp.Close = true
+			b.toEOF = true
+		}
+		return resp, b, nil
+	}
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
