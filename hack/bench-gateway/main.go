@@ -42,6 +42,7 @@ import (
 
 type options struct {
 	gatewayBin  string
+	netHTTP     bool
 	nginxBin    string
 	duration    time.Duration
 	concurrency int
@@ -70,6 +71,7 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 1000, "concurrent streams of the memory phase")
 	flag.DurationVar(&o.quality, "quality-duration", 20*time.Second, "length of each routing-quality phase")
 	flag.BoolVar(&o.skipNginx, "skip-nginx", false, "do not compare with nginx")
+	flag.BoolVar(&o.netHTTP, "net-http", false, "also run the gateway with --http-server=net/http (the baseline of its own HTTP server)")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds the throughput phases are cut into (targets take turns)")
 	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxies (empty: not pinned); run this program on the others")
 	flag.IntVar(&o.workers, "workers", 0, "GOMAXPROCS of the gateway and worker_processes of nginx (0: number of -proxy-cpus, else all CPUs)")
@@ -127,12 +129,21 @@ func run(ctx context.Context, o options) error {
 	}
 	defer stopSlow()
 
-	gwAddr, adminAddr, gwPID, stopGW, err := startGateway(ctx, o, dir, engineAddr, slowAddr)
+	gwAddr, adminAddr, gwPID, stopGW, err := startGateway(ctx, o, dir, engineAddr, slowAddr, o.profile != "")
 	if err != nil {
 		return err
 	}
 	defer stopGW()
 	targets := []target{{"direct", "http://" + engineAddr, nil}, {"spillway", "http://" + gwAddr, func() []int { return []int{gwPID} }}}
+	if o.netHTTP {
+		// The same gateway on net/http's server: the baseline of h1.Server's gain, in the same run.
+		addr, _, pid, stop, err := startGateway(ctx, o, dir, engineAddr, slowAddr, false, "--http-server", "net/http")
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, target{"net/http", "http://" + addr, func() []int { return []int{pid} }})
+	}
 	var nginxPIDs func() []int
 	var ngSlowAddr string
 	if !o.skipNginx {
@@ -221,6 +232,10 @@ func run(ctx context.Context, o options) error {
 			}
 			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx)\n",
 				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
+		}
+		if n, ok := res["net/http"]; ok && n.cpuPerReq > 0 {
+			fmt.Printf("RATIO proxy CPU per request spillway/net-http-server = %.2f (h1.Server's saving)\n",
+				float64(s.cpuPerReq)/float64(n.cpuPerReq))
 		}
 	}
 
@@ -474,7 +489,7 @@ func waitUp(ctx context.Context, url string) error {
 
 // startGateway runs the real binary with a static config: the bench service
 // on the engine, and a "slow" service (for the memory phase) on slowAddr.
-func startGateway(ctx context.Context, o options, dir, engineAddr, slowAddr string) (string, string, int, func(), error) {
+func startGateway(ctx context.Context, o options, dir, engineAddr, slowAddr string, withAdmin bool, extra ...string) (string, string, int, func(), error) {
 	bin := o.gatewayBin
 	svcs := []routing.Service{
 		{Namespace: "default", Name: "bench", Model: "bench", Endpoints: []routing.Endpoint{{Address: engineAddr, Pool: "idc"}}},
@@ -490,12 +505,12 @@ func startGateway(ctx context.Context, o options, dir, engineAddr, slowAddr stri
 		return "", "", 0, nil, err
 	}
 	admin := ""
-	if o.profile != "" {
+	if withAdmin {
 		if admin, err = freePort(); err != nil {
 			return "", "", 0, nil, err
 		}
 	}
-	cmd := pinned(ctx, o.proxyCPUs, bin, "--static-config", cfg, "--listen", addr, "--admin-listen", admin, "--seed", "1", "-v", "0")
+	cmd := pinned(ctx, o.proxyCPUs, bin, append([]string{"--static-config", cfg, "--listen", addr, "--admin-listen", admin, "--seed", "1", "-v", "0"}, extra...)...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(o.workers))
 	cmd.Stderr = io.Discard
 	if err := cmd.Start(); err != nil {

@@ -482,21 +482,34 @@ func (r *retryable) Error() string { return r.err.Error() }
 
 var errAnswered = errors.New("answered")
 
-// hopHeaders are not forwarded (RFC 9110 section 7.6.1).
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// isHopHeader: not forwarded (RFC 9110 section 7.6.1), nor Expect (the
+// gateway has read the body already).
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te",
+		"Trailer", "Transfer-Encoding", "Upgrade", "Expect":
+		return true
+	}
+	return false
+}
 
+// copyHeaders copies the end-to-end fields of src (canonical keys) to dst,
+// sharing the values, and drops those the Connection field names.
 func copyHeaders(dst, src http.Header) {
+	var conn []string
 	for k, vs := range src {
+		if isHopHeader(k) {
+			if k == "Connection" {
+				conn = vs
+			}
+			continue
+		}
 		dst[k] = vs[:len(vs):len(vs)] // shared, capacity clipped: an Add copies
 	}
-	for _, f := range src.Values("Connection") {
-		for _, name := range strings.Split(f, ",") {
+	for _, f := range conn {
+		for name := range strings.SplitSeq(f, ",") {
 			dst.Del(strings.TrimSpace(name))
 		}
-	}
-	for _, h := range hopHeaders {
-		dst.Del(h)
 	}
 }
 
