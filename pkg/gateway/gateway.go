@@ -195,7 +195,8 @@ func (g *Gateway) apiServer(h http.Handler) httpServer {
 			ErrorLog: stdLogger(log)}
 	}
 	return &h1.Server{Handler: h, ReadHeaderTimeout: readHeader, IdleTimeout: idle, MaxHeaderBytes: maxHeader,
-		WriteTimeout: g.opts.Proxy.WriteTimeout, Log: log,
+		// The request path leaves these two bounds to the server (see proxy.serverBoundsIO).
+		WriteTimeout: g.opts.Proxy.WriteTimeout, BodyReadTimeout: g.opts.Proxy.BodyReadTimeout, Log: log,
 		ErrorBody: func(status int, msg string) (string, []byte) {
 			return "application/json", wire.NewError(status, "invalid_http_request", msg).Marshal()
 		}}

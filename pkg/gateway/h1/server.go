@@ -56,9 +56,14 @@ type Server struct {
 	// IdleTimeout bounds the wait for the next request on a kept-alive
 	// connection. Default 120s.
 	IdleTimeout time.Duration
-	// WriteTimeout bounds writing what is left of a response after the
-	// handler returned. Default 30s.
+	// WriteTimeout bounds every write to the client that has to wait (its
+	// socket buffer is full), unless the handler set its own write deadline.
+	// Writes that do not wait touch no timer. Default 30s.
 	WriteTimeout time.Duration
+	// BodyReadTimeout bounds reading a request body, from its first read
+	// that has to wait, unless the handler set its own read deadline. A body
+	// already received touches no timer. Default 30s.
+	BodyReadTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and headers (431 beyond).
 	// Default 64 KiB.
 	MaxHeaderBytes int
@@ -98,6 +103,13 @@ func (s *Server) idleTimeout() time.Duration {
 func (s *Server) writeTimeout() time.Duration {
 	if s.WriteTimeout > 0 {
 		return s.WriteTimeout
+	}
+	return 30 * time.Second
+}
+
+func (s *Server) bodyReadTimeout() time.Duration {
+	if s.BodyReadTimeout > 0 {
+		return s.BodyReadTimeout
 	}
 	return 30 * time.Second
 }
@@ -233,22 +245,23 @@ const (
 )
 
 type serverConn struct {
-	s        *Server
-	nc       net.Conn
-	raw      syscall.RawConn
-	id       uint64
-	remote   string
-	br       *bufio.Reader
-	out      []byte // output not yet written
-	hdr      []byte // the request head being read
-	state    atomic.Int32
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-	template http.Request       // empty but for the context
-	writeEnd func(uintptr) bool // flushEnd's callback and its results
-	rest     []byte
-	werr     error
-	w        *hangupWatcher
+	s         *Server
+	nc        net.Conn
+	raw       syscall.RawConn
+	id        uint64
+	remote    string
+	br        *bufio.Reader
+	out       []byte // output not yet written
+	hdr       []byte // the request head being read
+	state     atomic.Int32
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	template  http.Request       // empty but for the context
+	writeNB   func(uintptr) bool // write's callback, its argument and results
+	pw, rest  []byte
+	werr      error
+	handlerWD bool // the handler set a write deadline
+	w         *hangupWatcher
 }
 
 var connIDs atomic.Uint64
@@ -353,7 +366,7 @@ func (c *serverConn) awaitRequest() bool {
 			return false
 		}
 	}
-	if !c.flushEnd() {
+	if !c.flushOut() {
 		return false
 	}
 	if _, err := c.br.Peek(1); err != nil {
@@ -375,38 +388,44 @@ func (c *serverConn) activate() bool {
 	}
 }
 
-// flushEnd writes the end of a response after its handler returned: at once
-// when the socket takes it, else within WriteTimeout (no deadline is set,
-// and no timer touched, in the common case).
-func (c *serverConn) flushEnd() bool {
-	if len(c.out) == 0 {
-		return true
+// write writes p: at once when the socket takes it, else it waits within
+// the handler's write deadline if it set one, else within WriteTimeout. In
+// the common case no deadline is set and no timer touched.
+func (c *serverConn) write(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if c.handlerWD {
+		_, err := c.nc.Write(p)
+		return err
 	}
 	if c.raw == nil {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.writeTimeout()))
-		return c.flushOut()
+		_, err := c.nc.Write(p)
+		_ = c.nc.SetWriteDeadline(time.Time{})
+		return err
 	}
-	if c.writeEnd == nil {
-		c.writeEnd = c.writeOutNonBlocking // one closure per connection, not per response
+	if c.writeNB == nil {
+		c.writeNB = c.writeNonBlockingCallback // one closure per connection, not per write
 	}
-	err := c.raw.Write(c.writeEnd)
+	c.pw = p
+	err := c.raw.Write(c.writeNB)
 	rest, werr := c.rest, c.werr
-	c.rest, c.werr = nil, nil
-	c.out = c.out[:0]
-	if err != nil || werr != nil {
-		return false
+	c.pw, c.rest, c.werr = nil, nil, nil
+	if err == nil {
+		err = werr
 	}
-	if len(rest) > 0 { // the client's socket buffer is full: wait, within bounds
+	if err == nil && len(rest) > 0 { // the client's socket buffer is full: wait, within bounds
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.writeTimeout()))
 		_, err = c.nc.Write(rest)
 		_ = c.nc.SetWriteDeadline(time.Time{})
 	}
-	return err == nil
+	return err
 }
 
-// writeOutNonBlocking is flushEnd's RawConn.Write callback.
-func (c *serverConn) writeOutNonBlocking(fd uintptr) bool {
-	c.rest, c.werr = writeNonBlocking(fd, c.out)
+// writeNonBlockingCallback is write's RawConn.Write callback.
+func (c *serverConn) writeNonBlockingCallback(fd uintptr) bool {
+	c.rest, c.werr = writeNonBlocking(fd, c.pw)
 	return true
 }
 
@@ -435,15 +454,12 @@ func sysWrite[FD ~int | ~uintptr](write func(FD, []byte) (int, error), fd uintpt
 	return write(FD(fd), p)
 }
 
-// flushOut writes the pending output with the write deadline in force.
+// flushOut writes the pending output.
 func (c *serverConn) flushOut() bool { return c.writeOut() == nil }
 
-// writeOut writes the pending output with the write deadline in force.
+// writeOut writes the pending output.
 func (c *serverConn) writeOut() error {
-	if len(c.out) == 0 {
-		return nil
-	}
-	_, err := c.nc.Write(c.out)
+	err := c.write(c.out)
 	c.out = c.out[:0]
 	return err
 }
@@ -683,6 +699,7 @@ type reqBody struct {
 	remaining int64     // Content-Length framing
 	chunked   io.Reader // chunked framing
 	expect    bool      // 100 Continue not sent yet
+	timed     bool      // BodyReadTimeout's deadline is set
 	eof       bool
 	closed    bool
 	err       error
@@ -703,10 +720,15 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		b.expect = false
 		if b.resp != nil && b.resp.wroteHeader {
 			// answered without the body: the client need not send it
-		} else if _, err := b.c.nc.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
+		} else if err := b.c.write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
 			b.err = err
 			return 0, err
 		}
+	}
+	if !b.timed && (b.chunked != nil || b.c.br.Buffered() == 0) && (b.resp == nil || !b.resp.rdeadline) {
+		// The first read that may wait: bound the rest of the body.
+		b.timed = true
+		_ = b.c.nc.SetReadDeadline(time.Now().Add(b.c.s.bodyReadTimeout()))
 	}
 	if b.chunked != nil {
 		n, err := b.chunked.Read(p)
@@ -863,12 +885,13 @@ func (w *response) send(p []byte) error {
 		}
 		return nil
 	}
-	bufs := net.Buffers{c.out, p}
-	if w.chunked {
-		bufs = append(bufs, []byte("\r\n"))
+	err := c.writeOut()
+	if err == nil {
+		err = c.write(p)
 	}
-	_, err := bufs.WriteTo(c.nc)
-	c.out = c.out[:0]
+	if w.chunked {
+		c.out = append(c.out, "\r\n"...)
+	}
 	if err != nil {
 		w.err = err
 	}
@@ -949,6 +972,7 @@ func (w *response) end() bool {
 	}
 	if w.wdeadline {
 		_ = c.nc.SetWriteDeadline(time.Time{})
+		c.handlerWD = false
 	}
 	if w.rdeadline {
 		_ = c.nc.SetReadDeadline(time.Time{})
@@ -958,7 +982,6 @@ func (w *response) end() bool {
 		return false
 	}
 	if w.closeAfter || c.ctx.Err() != nil || !w.body.drained() {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.writeTimeout()))
 		if c.flushOut() && !w.body.eof {
 			c.lingerClose()
 		}
@@ -996,8 +1019,14 @@ func (w *response) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline bounds writing the response (http.ResponseController).
 func (w *response) SetWriteDeadline(t time.Time) error {
 	w.wdeadline = !t.IsZero()
+	w.c.handlerWD = w.wdeadline
 	return w.c.nc.SetWriteDeadline(t)
 }
+
+// BoundsBlockingIO reports that the server bounds body reads and response
+// writes that have to wait (BodyReadTimeout, WriteTimeout): a handler need
+// not set deadlines for that, and saves their timers.
+func (w *response) BoundsBlockingIO() bool { return true }
 
 // EnableFullDuplex: the body can always be read while the answer is written.
 func (w *response) EnableFullDuplex() error { return nil }

@@ -1097,6 +1097,48 @@ func TestServerWriteDeadline(t *testing.T) {
 	_, _ = io.Copy(io.Discard, br)
 }
 
+// TestServerBoundsBlockingIO: without deadlines of the handler's, the
+// server's WriteTimeout cuts off a client that stops reading, and its
+// BodyReadTimeout a client that stops sending its body.
+func TestServerBoundsBlockingIO(t *testing.T) {
+	result := make(chan error, 1)
+	ts := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if b, ok := w.(interface{ BoundsBlockingIO() bool }); !ok || !b.BoundsBlockingIO() {
+			result <- errors.New("the response writer does not report BoundsBlockingIO")
+			return
+		}
+		if r.URL.Path == "/upload" {
+			_, err := io.ReadAll(r.Body)
+			result <- err
+			return
+		}
+		piece := make([]byte, 64<<10)
+		for written := 0; written < 1<<30; written += len(piece) {
+			if _, err := w.Write(piece); err != nil {
+				result <- err
+				return
+			}
+		}
+		result <- nil
+	}, func(s *Server) { s.WriteTimeout, s.BodyReadTimeout = 300*time.Millisecond, 300*time.Millisecond })
+	for _, req := range []string{
+		"GET /download HTTP/1.1\r\nHost: x\r\n\r\n", // and never read
+		"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b", // and never the rest
+	} {
+		c, _ := dialRaw(t, ts.addr)
+		writeRaw(t, c, req)
+		select {
+		case err := <-result:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("%q: error %v, want a deadline error", req, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q: the handler was not cut off", req)
+		}
+		_ = c.Close()
+	}
+}
+
 func TestServerShutdownIdle(t *testing.T) {
 	ts := startServer(t, pathHandler)
 	c, br := dialRaw(t, ts.addr)

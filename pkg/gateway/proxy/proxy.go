@@ -332,9 +332,11 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 		return nil, http.StatusRequestEntityTooLarge,
 			fmt.Errorf("the request body (%d bytes) is larger than the limit of %d bytes", r.ContentLength, g.cfg.MaxBodyBytes)
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(g.clock.Now().Add(g.cfg.BodyReadTimeout))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	if !serverBoundsIO(w) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(g.clock.Now().Add(g.cfg.BodyReadTimeout))
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	}
 	size := r.ContentLength
 	if size < 0 || size > 1<<20 {
 		size = 512
@@ -589,6 +591,15 @@ func (g *Gateway) commit(req *request, resp *http.Response) {
 	req.w.WriteHeader(resp.StatusCode)
 }
 
+// serverBoundsIO reports whether the server bounds body reads and writes
+// that have to wait with its own timeouts (h1.Server, configured with the
+// same BodyReadTimeout and WriteTimeout): then the request path sets no
+// deadlines, and saves their timers.
+func serverBoundsIO(w http.ResponseWriter) bool {
+	b, ok := w.(interface{ BoundsBlockingIO() bool })
+	return ok && b.BoundsBlockingIO()
+}
+
 // clientWriter writes to the client within the write timeout. The deadline
 // is pushed forward at most every WriteTimeout/8, not on every write, so a
 // client that stops reading is cut off after 7/8 to 1 WriteTimeout.
@@ -598,14 +609,17 @@ type clientWriter struct {
 	clock   clock.PassiveClock
 	timeout time.Duration
 	setAt   time.Time
+	bounded bool // the server bounds writes itself
 }
 
 func (g *Gateway) newClientWriter(w http.ResponseWriter) *clientWriter {
-	return &clientWriter{w: w, rc: http.NewResponseController(w), clock: g.clock, timeout: g.cfg.WriteTimeout}
+	return &clientWriter{w: w, rc: http.NewResponseController(w), clock: g.clock, timeout: g.cfg.WriteTimeout, bounded: serverBoundsIO(w)}
 }
 
 func (c *clientWriter) write(p []byte, flush bool) error {
-	if now := c.clock.Now(); now.Sub(c.setAt) > c.timeout/8 {
+	if c.bounded {
+		// The server bounds each write that waits.
+	} else if now := c.clock.Now(); now.Sub(c.setAt) > c.timeout/8 {
 		_ = c.rc.SetWriteDeadline(now.Add(c.timeout))
 		c.setAt = now
 	}
