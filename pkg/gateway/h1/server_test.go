@@ -1122,7 +1122,7 @@ func TestServerBoundsBlockingIO(t *testing.T) {
 		result <- nil
 	}, func(s *Server) { s.WriteTimeout, s.BodyReadTimeout = 300*time.Millisecond, 300*time.Millisecond })
 	for _, req := range []string{
-		"GET /download HTTP/1.1\r\nHost: x\r\n\r\n", // and never read
+		"GET /download HTTP/1.1\r\nHost: x\r\n\r\n",                                 // and never read
 		"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b", // and never the rest
 	} {
 		c, _ := dialRaw(t, ts.addr)
