@@ -245,23 +245,24 @@ const (
 )
 
 type serverConn struct {
-	s         *Server
-	nc        net.Conn
-	raw       syscall.RawConn
-	id        uint64
-	remote    string
-	br        *bufio.Reader
-	out       []byte // output not yet written
-	hdr       []byte // the request head being read
-	state     atomic.Int32
-	ctx       context.Context
-	cancel    context.CancelCauseFunc
-	template  http.Request       // empty but for the context
-	writeNB   func(uintptr) bool // write's callback, its argument and results
-	pw, rest  []byte
-	werr      error
-	handlerWD bool // the handler set a write deadline
-	w         *hangupWatcher
+	s            *Server
+	nc           net.Conn
+	raw          syscall.RawConn
+	id           uint64
+	remote       string
+	br           *bufio.Reader
+	out          []byte // output not yet written
+	hdr          []byte // the request head being read
+	state        atomic.Int32
+	ctx          context.Context
+	cancel       context.CancelCauseFunc
+	template     http.Request       // empty but for the context
+	writeNB      func(uintptr) bool // write's callback, its argument and results
+	pw, rest     []byte
+	werr         error
+	handlerWD    bool      // the handler set a write deadline
+	idleDeadline time.Time // the read deadline awaitRequest set (zero: another one replaced it)
+	w            *hangupWatcher
 }
 
 var connIDs atomic.Uint64
@@ -361,7 +362,12 @@ func (c *serverConn) awaitRequest() bool {
 		if c.state.Load() == stateNew {
 			timeout = c.s.readHeaderTimeout()
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
+		// The deadline is moved only when less than 7/8 of the timeout is
+		// left, not per request: no timer work per request.
+		if now := time.Now(); c.idleDeadline.Sub(now) < timeout-timeout/8 {
+			c.idleDeadline = now.Add(timeout)
+			_ = c.nc.SetReadDeadline(c.idleDeadline)
+		}
 		if c.state.Load() == stateClosed { // Shutdown came first (its wake-up deadline was just replaced)
 			return false
 		}
@@ -514,6 +520,7 @@ func (c *serverConn) readRequest() (*http.Request, *reqBody, error) {
 	limit := c.s.maxHeaderBytes()
 	if !headComplete(c.br) {
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.readHeaderTimeout()))
+		c.idleDeadline = time.Time{}
 	}
 	head, err := readHead(c.br, c.hdr, limit)
 	c.hdr = head[:0]
@@ -526,7 +533,8 @@ func (c *serverConn) readRequest() (*http.Request, *reqBody, error) {
 	case err != nil:
 		return nil, nil, err
 	}
-	_ = c.nc.SetReadDeadline(time.Time{})
+	// The read deadline in force (idle or head) stays: the handler reads
+	// nothing but the body, whose first read that waits sets its own.
 	return c.parse(string(head))
 }
 
@@ -729,6 +737,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		// The first read that may wait: bound the rest of the body.
 		b.timed = true
 		_ = b.c.nc.SetReadDeadline(time.Now().Add(b.c.s.bodyReadTimeout()))
+		b.c.idleDeadline = time.Time{}
 	}
 	if b.chunked != nil {
 		n, err := b.chunked.Read(p)
@@ -1013,6 +1022,7 @@ func (w *response) Flush() { _ = w.FlushError() }
 // SetReadDeadline bounds reading the request body (http.ResponseController).
 func (w *response) SetReadDeadline(t time.Time) error {
 	w.rdeadline = !t.IsZero()
+	w.c.idleDeadline = time.Time{}
 	return w.c.nc.SetReadDeadline(t)
 }
 
