@@ -337,6 +337,15 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 		_ = rc.SetReadDeadline(g.clock.Now().Add(g.cfg.BodyReadTimeout))
 		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	}
+	if n := r.ContentLength; n >= 0 && n <= 1<<20 {
+		// The common case: a declared length (the server's framing stops
+		// there), read into one exact buffer.
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, http.StatusBadRequest, fmt.Errorf("reading the request body: %w", err)
+		}
+		return body, 0, nil
+	}
 	size := r.ContentLength
 	if size < 0 || size > 1<<20 {
 		size = 512
@@ -547,10 +556,10 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 		if prior := req.r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
-		out.Header.Set("X-Forwarded-For", ip)
+		out.Header["X-Forwarded-For"] = []string{ip}
 	}
-	out.Header.Set("X-Forwarded-Host", req.r.Host)
-	out.Header.Set("X-Forwarded-Proto", "http")
+	out.Header["X-Forwarded-Host"] = []string{req.r.Host}
+	out.Header["X-Forwarded-Proto"] = forwardedProto
 
 	resp, err := g.transport.RoundTrip(out)
 	if err != nil {
@@ -583,13 +592,28 @@ func (g *Gateway) upstreamFailed(req *request, up *upstream.Upstream, ep balance
 
 // commit sends the answer's status and headers.
 func (g *Gateway) commit(req *request, resp *http.Response) {
-	copyHeaders(req.w.Header(), resp.Header)
-	req.w.Header().Del("Content-Length")
-	if resp.ContentLength >= 0 && !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		req.w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	h := req.w.Header()
+	copyHeaders(h, resp.Header)
+	switch v := h["Content-Length"]; {
+	case resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
+		delete(h, "Content-Length") // streamed: chunked to the client
+	case len(v) == 1 && sameLength(v[0], resp.ContentLength):
+		// the engine's own field, copied
+	default:
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	req.w.WriteHeader(resp.StatusCode)
 }
+
+// sameLength reports whether the Content-Length field v says n (parsing
+// allocates nothing, formatting would).
+func sameLength(v string, n int64) bool {
+	m, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && m == n
+}
+
+// forwardedProto is X-Forwarded-Proto's value (shared, never written).
+var forwardedProto = []string{"http"}
 
 // serverBoundsIO reports whether the server bounds body reads and writes
 // that have to wait with its own timeouts (h1.Server, configured with the
@@ -605,36 +629,43 @@ func serverBoundsIO(w http.ResponseWriter) bool {
 // client that stops reading is cut off after 7/8 to 1 WriteTimeout.
 type clientWriter struct {
 	w       http.ResponseWriter
-	rc      *http.ResponseController
+	rc      *http.ResponseController        // when the server does not bound writes
+	flusher interface{ FlushError() error } // when it does
 	clock   clock.PassiveClock
 	timeout time.Duration
 	setAt   time.Time
-	bounded bool // the server bounds writes itself
 }
 
-func (g *Gateway) newClientWriter(w http.ResponseWriter) *clientWriter {
-	return &clientWriter{w: w, rc: http.NewResponseController(w), clock: g.clock, timeout: g.cfg.WriteTimeout, bounded: serverBoundsIO(w)}
+func (g *Gateway) newClientWriter(w http.ResponseWriter) clientWriter {
+	if f, ok := w.(interface{ FlushError() error }); ok && serverBoundsIO(w) {
+		return clientWriter{w: w, flusher: f} // the server bounds each write that waits
+	}
+	return clientWriter{w: w, rc: http.NewResponseController(w), clock: g.clock, timeout: g.cfg.WriteTimeout}
 }
 
 func (c *clientWriter) write(p []byte, flush bool) error {
-	if c.bounded {
-		// The server bounds each write that waits.
-	} else if now := c.clock.Now(); now.Sub(c.setAt) > c.timeout/8 {
-		_ = c.rc.SetWriteDeadline(now.Add(c.timeout))
-		c.setAt = now
+	if c.rc != nil {
+		if now := c.clock.Now(); now.Sub(c.setAt) > c.timeout/8 {
+			_ = c.rc.SetWriteDeadline(now.Add(c.timeout))
+			c.setAt = now
+		}
 	}
 	if _, err := c.w.Write(p); err != nil {
 		return err
 	}
-	if flush {
+	switch {
+	case !flush:
+		return nil
+	case c.rc != nil:
 		return c.rc.Flush()
+	default:
+		return c.flusher.FlushError()
 	}
-	return nil
 }
 
 // done clears the deadline (the connection may serve another request).
 func (c *clientWriter) done() {
-	if !c.setAt.IsZero() {
+	if c.rc != nil && !c.setAt.IsZero() {
 		_ = c.rc.SetWriteDeadline(time.Time{})
 	}
 }
@@ -752,10 +783,20 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 	pm.TTFT.Observe(g.clock.Since(req.start).Seconds())
 	cw := g.newClientWriter(req.w)
 	defer cw.done()
+	// The answer is often whole in the first read: its usage is read there,
+	// else from a copy of the answer's last bytes.
+	whole := resp.ContentLength >= 0 && int64(n) == resp.ContentLength
+	var usage wire.Usage
+	var haveUsage bool
+	if whole {
+		usage, haveUsage = wire.FindUsage(buf[:n])
+	}
 	var kept []byte
 	for {
 		if n > 0 {
-			kept = appendTail(kept, buf[:n], usageTail)
+			if !whole {
+				kept = appendTail(kept, buf[:n], usageTail)
+			}
 			if werr := cw.write(buf[:n], false); werr != nil {
 				g.finishPM(svc, req.pm, ep.Pool, 499, "client_gone", req.start)
 				return errAnswered
@@ -777,8 +818,11 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 	if resp.StatusCode < 500 {
 		up.Success(g.clock.Now())
 	}
-	if u, ok := wire.FindUsage(kept); ok {
-		g.countTokens(pm, u)
+	if !whole {
+		usage, haveUsage = wire.FindUsage(kept)
+	}
+	if haveUsage {
+		g.countTokens(pm, usage)
 	}
 	g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
 	return nil
