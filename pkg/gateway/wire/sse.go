@@ -79,10 +79,12 @@ var usageKey = []byte(`"usage"`)
 // if it has a non-null one. Only the object after the last "usage" key is
 // decoded, not the whole answer.
 func FindUsage(data []byte) (Usage, bool) {
-	i := bytes.LastIndex(data, usageKey)
-	if i < 0 {
+	// Most events carry no usage: bytes.Index (vectorised) rules them out
+	// faster than LastIndex (Rabin-Karp) would.
+	if bytes.Index(data, usageKey) < 0 {
 		return Usage{}, false
 	}
+	i := bytes.LastIndex(data, usageKey)
 	rest := bytes.TrimLeft(data[i+len(usageKey):], " \t\r\n")
 	if len(rest) == 0 || rest[0] != ':' {
 		return Usage{}, false
