@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -26,9 +27,16 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestBinary runs the command with a static config and an API key file:
-// health, metrics, a request, and a clean stop on cancellation (SIGTERM).
+// TestBinary runs the command with a static config and an API key file,
+// on each HTTP server: health, metrics, a request, and a clean stop on
+// cancellation (SIGTERM).
 func TestBinary(t *testing.T) {
+	for _, server := range []string{"spillway", "net/http"} {
+		t.Run(server, func(t *testing.T) { testBinary(t, server) })
+	}
+}
+
+func testBinary(t *testing.T, server string) {
 	_, engine, stop, err := enginetest.Start(enginetest.Config{Model: "qwen"})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +54,7 @@ func TestBinary(t *testing.T) {
 	api, admin := freeAddr(t), freeAddr(t)
 	cmd := newCommand()
 	cmd.SetArgs([]string{"--static-config", filepath.Join(dir, "services.json"), "--api-keys-file", filepath.Join(dir, "keys"),
-		"--listen", api, "--admin-listen", admin, "--drain-timeout", "5s"})
+		"--listen", api, "--admin-listen", admin, "--drain-timeout", "5s", "--http-server", server})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -75,6 +83,22 @@ func TestBinary(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
+	// The server in use shows in its answer to a malformed request: OpenAI-style
+	// JSON from spillway's, plain text from net/http's.
+	conn, err := net.Dial("tcp", api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(conn, "GET /v1/models HTTP/1.1\r\n\r\n") // no Host
+	bad, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	_ = conn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantType := map[string]string{"spillway": "application/json", "net/http": "text/plain; charset=utf-8"}[server]
+	if bad.StatusCode != 400 || bad.Header.Get("Content-Type") != wantType {
+		t.Errorf("malformed request: %d %q, want 400 %q", bad.StatusCode, bad.Header.Get("Content-Type"), wantType)
+	}
 	m, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +123,7 @@ func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--scrape-interval", "2s", "--static-config", "x"},
 		{"--endpoints-from", "dns", "--static-config", "x"},
+		{"--http-server", "nginx", "--static-config", "x"},
 		{"--api-keys-file", "a", "--api-keys-secret", "b/c", "--static-config", "x"},
 		{"--no-such-flag"},
 	} {
