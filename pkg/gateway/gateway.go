@@ -180,9 +180,10 @@ type httpServer interface {
 	Close() error
 }
 
-// apiServer serves the OpenAI paths: h1.Server (about a quarter less CPU
-// per request than net/http's, see docs/gateway.md) where it runs, else
-// net/http, or net/http when Options.NetHTTPServer asks for it.
+// apiServer serves the OpenAI paths: h1.Server where it runs (about 8 %
+// less CPU per non-streamed request than net/http's server and a fifth less
+// memory with 1,000 streams, see docs/gateway.md), else net/http's, or
+// net/http's when Options.NetHTTPServer asks for it.
 func (g *Gateway) apiServer(h http.Handler) httpServer {
 	const (
 		readHeader = 10 * time.Second
