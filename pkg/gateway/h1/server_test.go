@@ -1511,3 +1511,58 @@ func checkRequest(t *testing.T, r *http.Request) {
 		}
 	}
 }
+
+// TestServerConnectionChurn: many short connections (Connection: close, and
+// clients that leave without closing cleanly) leave nothing behind in the
+// hang-up watcher or the server, and every request is answered.
+func TestServerConnectionChurn(t *testing.T) {
+	w, err := hangups()
+	if err != nil {
+		t.Skip(err)
+	}
+	watched := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.conns)
+	}
+	before := watched()
+	ts := startServer(t, pathHandler)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				c, err := net.Dial("tcp", ts.addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%2 == 0 { // a clean request with Connection: close
+					_, _ = fmt.Fprintf(c, "GET /%d-%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", g, i)
+					b, err := io.ReadAll(c)
+					if err != nil || !bytes.Contains(b, []byte(fmt.Sprintf("path=/%d-%d", g, i))) {
+						t.Errorf("answer %q %v", b, err)
+					}
+				} else { // a client that sends half a head and resets the connection
+					_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHo")
+					_ = c.(*net.TCPConn).SetLinger(0)
+				}
+				_ = c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ts.mu.Lock()
+		open := len(ts.conns)
+		ts.mu.Unlock()
+		if n := watched(); open == 0 && n <= before {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("after 400 closed connections: %d still tracked by the server, %d watched (before: %d)", open, n, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
