@@ -48,6 +48,7 @@ type conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer // while a request is written
 	head      []byte        // the answer's head being read
+	deadline  bool          // a request's deadline is (still) set on nc
 	idleSince time.Time
 }
 
@@ -66,7 +67,7 @@ func (c *conn) close() {
 }
 
 // get returns an idle connection to addr or dials one.
-func (t *Transport) get(ctx context.Context, addr string) (*conn, bool, error) {
+func (t *Transport) get(ctx context.Context, addr string, deadline time.Time) (*conn, bool, error) {
 	idleTimeout := t.IdleTimeout
 	if idleTimeout <= 0 {
 		idleTimeout = 60 * time.Second
@@ -87,7 +88,7 @@ func (t *Transport) get(ctx context.Context, addr string) (*conn, bool, error) {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	dial := (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext
+	dial := (&net.Dialer{Timeout: timeout, Deadline: deadline, KeepAlive: 30 * time.Second}).DialContext
 	if t.DialContext != nil {
 		dial = t.DialContext
 	}
@@ -150,22 +151,31 @@ func (e *errNoResponse) Unwrap() error { return e.err }
 // closed is detected (no answer byte) and the request is sent once more on a
 // new connection when its body can be replayed.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.RoundTripUntil(req, time.Time{})
+}
+
+// RoundTripUntil is RoundTrip with a deadline for the whole exchange (zero:
+// none), applied as the connection's deadline: cheaper than a context with
+// a deadline, which costs a timer and a context per request. Reading the
+// body after the deadline fails with os.ErrDeadlineExceeded.
+func (t *Transport) RoundTripUntil(req *http.Request, deadline time.Time) (*http.Response, error) {
 	if req.URL.Scheme != "http" {
 		return nil, fmt.Errorf("h1: unsupported scheme %q", req.URL.Scheme)
 	}
 	ctx := req.Context()
 	addr := req.URL.Host
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.get(ctx, addr)
+		c, reused, err := t.get(ctx, addr, deadline)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.do(ctx, c, req)
+		resp, err := t.do(ctx, c, req, deadline)
 		if err == nil {
 			return resp, nil
 		}
 		var nr *errNoResponse
-		if reused && attempt == 0 && errors.As(err, &nr) && ctx.Err() == nil && (req.Body == nil || req.GetBody != nil) {
+		if reused && attempt == 0 && errors.As(err, &nr) && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) &&
+			(req.Body == nil || req.GetBody != nil) {
 			if req.GetBody != nil {
 				body, gerr := req.GetBody()
 				if gerr != nil {
@@ -183,7 +193,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-func (t *Transport) do(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
+func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline time.Time) (*http.Response, error) {
+	// A pooled connection keeps the last request's deadline until here
+	// (nothing reads it meanwhile): one timer operation per request.
+	if !deadline.IsZero() {
+		_ = c.nc.SetDeadline(deadline)
+		c.deadline = true
+	} else if c.deadline {
+		_ = c.nc.SetDeadline(time.Time{})
+		c.deadline = false
+	}
 	// Cancelling the request unblocks reads and writes on the connection.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	bw := writers.Get().(*bufio.Writer)

@@ -3,9 +3,11 @@ package h1
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -258,5 +260,52 @@ func TestResponseErrors(t *testing.T) {
 	addr, _ := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort")
 	if got, err := get(t, &Transport{}, context.Background(), addr, "x"); err != io.ErrUnexpectedEOF {
 		t.Errorf("truncated body: %q %v, want io.ErrUnexpectedEOF", got, err)
+	}
+}
+
+func TestRoundTripUntil(t *testing.T) {
+	stall := make(chan struct{})
+	defer close(stall)
+	addr, conns, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("stall") {
+			w.WriteHeader(200)
+			_, _ = w.Write([]byte("partial"))
+			w.(http.Flusher).Flush()
+			<-stall
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	tr := &Transport{}
+	do := func(query string, deadline time.Time) (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/x"+query, nil)
+		resp, err := tr.RoundTripUntil(req, deadline)
+		if err != nil {
+			return "", err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	// Within its deadline; then the same connection without one: the old
+	// deadline (now past) must not linger on the pooled connection.
+	if got, err := do("", time.Now().Add(100*time.Millisecond)); err != nil || got != "ok" {
+		t.Fatalf("%q %v", got, err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if got, err := do("", time.Time{}); err != nil || got != "ok" {
+		t.Fatalf("after a deadline passed on the pooled connection: %q %v", got, err)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1 (kept alive)", n)
+	}
+	// An answer that stalls is cut at the deadline, with a deadline error.
+	start := time.Now()
+	got, err := do("?stall", time.Now().Add(200*time.Millisecond))
+	if !errors.Is(err, os.ErrDeadlineExceeded) || got != "partial" {
+		t.Fatalf("stalled answer: %q %v, want the partial body and a deadline error", got, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("cut after %v", d)
 	}
 }

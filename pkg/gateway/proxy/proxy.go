@@ -256,6 +256,8 @@ type request struct {
 	start   time.Time
 	noRetry bool
 	pm      *metrics.PoolMetrics // of the replica being tried
+	// deadline ends the request (the service's timeout, or the gateway's).
+	deadline time.Time
 }
 
 func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start time.Time) {
@@ -321,10 +323,15 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start t
 	if timeout <= 0 {
 		timeout = g.cfg.Timeout
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	g.forward(ctx, &request{w: w, r: r, body: body, parsed: parsed, svc: svc, start: start})
+	// The end-to-end bound is a deadline, not a context: with h1's transport
+	// it becomes the engine connection's deadline (no timer and no context
+	// per request); other transports get a context with it.
+	deadline := time.Now().Add(timeout)
+	g.forward(r.Context(), &request{w: w, r: r, body: body, parsed: parsed, svc: svc, start: start, deadline: deadline})
 }
+
+// expired reports whether the request's end-to-end deadline has passed.
+func (r *request) expired() bool { return !time.Now().Before(r.deadline) }
 
 // readBody reads the body within the size and time limits.
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
@@ -464,7 +471,7 @@ func (g *Gateway) forward(ctx context.Context, req *request) {
 			return // answered (with an error) or client gone: already recorded
 		}
 		lastErr = rerr.err
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || req.expired() {
 			break
 		}
 		g.log.V(2).Info("retrying on another replica", "service", svc.Key(), "address", ep.Address, "err", rerr.err)
@@ -473,7 +480,7 @@ func (g *Gateway) forward(ctx context.Context, req *request) {
 		g.finish(svc, lastPool, 499, "client_gone", req.start)
 		return
 	}
-	if ctx.Err() != nil {
+	if req.expired() {
 		g.finish(svc, lastPool, http.StatusGatewayTimeout, "timeout", req.start)
 		wire.WriteError(req.w, http.StatusGatewayTimeout, "timeout", "the request timed out before a replica answered", 0)
 		return
@@ -561,7 +568,16 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 	out.Header["X-Forwarded-Host"] = []string{req.r.Host}
 	out.Header["X-Forwarded-Proto"] = forwardedProto
 
-	resp, err := g.transport.RoundTrip(out)
+	var resp *http.Response
+	if t, ok := g.transport.(interface {
+		RoundTripUntil(*http.Request, time.Time) (*http.Response, error)
+	}); ok {
+		resp, err = t.RoundTripUntil(out, req.deadline)
+	} else {
+		dctx, cancel := context.WithDeadline(ctx, req.deadline)
+		defer cancel()
+		resp, err = g.transport.RoundTrip(out.WithContext(dctx))
+	}
 	if err != nil {
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("sending to %s: %w", ep.Address, err))
 	}
@@ -726,7 +742,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 			return errAnswered
 		}
 		reason, msg := "upstream_stream_broken", fmt.Sprintf("the replica failed during the stream: %v", err)
-		if errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, context.DeadlineExceeded) || req.expired() {
 			reason, msg = "timeout", "the request timed out during the stream"
 		}
 		_ = cw.write(wire.ErrorEvent(reason, msg), true)
