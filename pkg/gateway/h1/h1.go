@@ -49,6 +49,7 @@ type conn struct {
 	bw        *bufio.Writer // while a request is written
 	head      []byte        // the answer's head being read
 	deadline  bool          // a request's deadline is (still) set on nc
+	sent      sentCounter   // nc, counting what a request wrote before its last write
 	idleSince time.Time
 }
 
@@ -206,7 +207,8 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline
 	// Cancelling the request unblocks reads and writes on the connection.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(c.nc)
+	c.sent = sentCounter{w: c.nc}
+	bw.Reset(&c.sent)
 	err := writeRequest(bw, req)
 	if err == nil {
 		err = c.flushAndAwait(bw)
@@ -245,8 +247,12 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline
 // attempt first: a plain Flush then Read would try a read that finds nothing
 // (EAGAIN) before parking — one system call per request saved. Waiting obeys
 // the connection's deadline (the request's cancel).
+//
+// Only for a request written in that one last write: when part of it went
+// out before (a body larger than the buffer), the engine may already have
+// answered early (and the reset would lose that).
 func (c *conn) flushAndAwait(bw *bufio.Writer) error {
-	if c.raw == nil || c.br.Buffered() > 0 {
+	if c.raw == nil || c.br.Buffered() > 0 || c.sent.n > 0 {
 		return bw.Flush()
 	}
 	if c.await == nil {
@@ -260,6 +266,18 @@ func (c *conn) flushAndAwait(bw *bufio.Writer) error {
 		return werr
 	}
 	return err
+}
+
+// sentCounter counts the bytes of a request written before its last write.
+type sentCounter struct {
+	w io.Writer
+	n int64
+}
+
+func (s *sentCounter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	s.n += int64(n)
+	return n, err
 }
 
 // flushOnce is flushAndAwait's RawConn.Read callback: the first call writes,

@@ -309,3 +309,41 @@ func TestRoundTripUntil(t *testing.T) {
 		t.Errorf("cut after %v", d)
 	}
 }
+
+// TestEarlyAnswerToALargeBody: an engine that answers before reading a body
+// larger than the write buffer (and keeps the connection open) is heard at
+// once, not at the deadline.
+func TestEarlyAnswerToALargeBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); _ = ln.Close() })
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = nc.Close() }()
+		br := bufio.NewReader(nc)
+		for { // the head only
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		_, _ = io.WriteString(nc, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\n\r\nbig")
+		<-done // open, silent
+	}()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/x", strings.NewReader(strings.Repeat("x", 64<<10)))
+	start := time.Now()
+	resp, err := (&Transport{}).RoundTripUntil(req, time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != 413 || time.Since(start) > 3*time.Second {
+		t.Errorf("status %d after %v, want 413 at once", resp.StatusCode, time.Since(start))
+	}
+}
