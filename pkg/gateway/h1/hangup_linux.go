@@ -60,6 +60,13 @@ func (w *hangupWatcher) remove(c *serverConn) {
 	w.mu.Unlock()
 }
 
+// watched counts the connections being watched.
+func (w *hangupWatcher) watched() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.conns)
+}
+
 func (w *hangupWatcher) run() {
 	events := make([]unix.EpollEvent, 64)
 	for {

@@ -161,6 +161,30 @@ func skipTrailer(br *bufio.Reader, limit int) error {
 	}
 }
 
+// closes reports whether a message of HTTP/1.minor with header h ends its
+// connection (HTTP/1.0 keeps it only when asked to).
+func closes(minor int, h http.Header) bool {
+	if minor == 0 {
+		return !hasToken(h["Connection"], "keep-alive")
+	}
+	return hasToken(h["Connection"], "close")
+}
+
+// contentLength parses the Content-Length fields of a message (repeats
+// must agree).
+func contentLength(cl []string) (int64, error) {
+	for _, v := range cl[1:] {
+		if v != cl[0] {
+			return 0, errors.New("conflicting Content-Length headers")
+		}
+	}
+	n, err := strconv.ParseUint(cl[0], 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("invalid Content-Length %q", cl[0])
+	}
+	return int64(n), nil
+}
+
 // maxResponseHead bounds an engine's status line and headers.
 const maxResponseHead = 64 << 10
 
@@ -197,12 +221,7 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, *body, error) {
 		}
 		resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
 			Header: h, Request: req, ContentLength: -1}
-		conn := h["Connection"]
-		if minor == 0 {
-			resp.Close = !hasToken(conn, "keep-alive")
-		} else {
-			resp.Close = hasToken(conn, "close")
-		}
+		resp.Close = closes(minor, h)
 		b := &body{c: c}
 		te, cl := h["Transfer-Encoding"], h["Content-Length"]
 		switch {
@@ -223,16 +242,11 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, *body, error) {
 			resp.TransferEncoding = []string{"chunked"}
 			b.chunked = httputil.NewChunkedReader(c.br)
 		case cl != nil:
-			for _, v := range cl[1:] {
-				if v != cl[0] {
-					return nil, nil, errors.New("h1: conflicting Content-Length headers")
-				}
-			}
-			n, err := strconv.ParseUint(cl[0], 10, 63)
+			n, err := contentLength(cl)
 			if err != nil {
-				return nil, nil, fmt.Errorf("h1: invalid Content-Length %q", cl[0])
+				return nil, nil, fmt.Errorf("h1: %w", err)
 			}
-			resp.ContentLength, b.remaining = int64(n), int64(n)
+			resp.ContentLength, b.remaining = n, n
 			b.done = n == 0
 		default:
 			resp.Close = true

@@ -86,40 +86,22 @@ func Supported() bool {
 	return err == nil
 }
 
+// orDefault is d, or def when d is not positive.
+func orDefault[T time.Duration | int](d, def T) T {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
 func (s *Server) readHeaderTimeout() time.Duration {
-	if s.ReadHeaderTimeout > 0 {
-		return s.ReadHeaderTimeout
-	}
-	return 10 * time.Second
+	return orDefault(s.ReadHeaderTimeout, 10*time.Second)
 }
+func (s *Server) idleTimeout() time.Duration     { return orDefault(s.IdleTimeout, 120*time.Second) }
+func (s *Server) writeTimeout() time.Duration    { return orDefault(s.WriteTimeout, 30*time.Second) }
+func (s *Server) bodyReadTimeout() time.Duration { return orDefault(s.BodyReadTimeout, 30*time.Second) }
 
-func (s *Server) idleTimeout() time.Duration {
-	if s.IdleTimeout > 0 {
-		return s.IdleTimeout
-	}
-	return 120 * time.Second
-}
-
-func (s *Server) writeTimeout() time.Duration {
-	if s.WriteTimeout > 0 {
-		return s.WriteTimeout
-	}
-	return 30 * time.Second
-}
-
-func (s *Server) bodyReadTimeout() time.Duration {
-	if s.BodyReadTimeout > 0 {
-		return s.BodyReadTimeout
-	}
-	return 30 * time.Second
-}
-
-func (s *Server) maxHeaderBytes() int {
-	if s.MaxHeaderBytes > 0 {
-		return s.MaxHeaderBytes
-	}
-	return 64 << 10
-}
+func (s *Server) maxHeaderBytes() int { return orDefault(s.MaxHeaderBytes, 64<<10) }
 
 // Serve accepts connections on l until Shutdown or Close; it then returns
 // http.ErrServerClosed (l is closed). Other accept errors end it unless
@@ -599,12 +581,7 @@ func (c *serverConn) parse(head string) (*http.Request, *reqBody, error) {
 		r.Host = u.Host
 	}
 
-	conn := h["Connection"]
-	if r.ProtoMinor == 0 {
-		r.Close = !hasToken(conn, "keep-alive")
-	} else {
-		r.Close = hasToken(conn, "close")
-	}
+	r.Close = closes(r.ProtoMinor, h)
 
 	b := &reqBody{c: c}
 	te, cl := h["Transfer-Encoding"], h["Content-Length"]
@@ -620,17 +597,11 @@ func (c *serverConn) parse(head string) (*http.Request, *reqBody, error) {
 		r.TransferEncoding = []string{"chunked"}
 		delete(h, "Transfer-Encoding")
 	case cl != nil:
-		for _, v := range cl[1:] {
-			if v != cl[0] {
-				return nil, nil, badRequest("conflicting Content-Length headers")
-			}
-		}
-		size, err := strconv.ParseUint(cl[0], 10, 63)
+		size, err := contentLength(cl)
 		if err != nil {
-			return nil, nil, badRequest("invalid Content-Length %q", cl[0])
+			return nil, nil, badRequest("%v", err)
 		}
-		r.ContentLength = int64(size)
-		b.remaining = int64(size)
+		r.ContentLength, b.remaining = size, size
 	}
 	if e := h["Expect"]; e != nil {
 		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {

@@ -1520,12 +1520,7 @@ func TestServerConnectionChurn(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	watched := func() int {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return len(w.conns)
-	}
-	before := watched()
+	before := w.watched()
 	ts := startServer(t, pathHandler)
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -1558,7 +1553,7 @@ func TestServerConnectionChurn(t *testing.T) {
 		ts.mu.Lock()
 		open := len(ts.conns)
 		ts.mu.Unlock()
-		if n := watched(); open == 0 && n <= before {
+		if n := w.watched(); open == 0 && n <= before {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("after 400 closed connections: %d still tracked by the server, %d watched (before: %d)", open, n, before)
