@@ -42,6 +42,7 @@ var _ http.RoundTripper = (*Transport)(nil)
 type conn struct {
 	nc        net.Conn
 	raw       syscall.RawConn    // nc's, when it has one
+	w         io.Writer          // nc or an fdConn on it
 	await     func(uintptr) bool // flushAndAwait's callback and its state (with bw)
 	flushed   bool
 	werr      error
@@ -97,14 +98,19 @@ func (t *Transport) get(ctx context.Context, addr string, deadline time.Time) (*
 	if err != nil {
 		return nil, false, err
 	}
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(nc)
-	c := &conn{nc: nc, br: br}
+	c := &conn{nc: nc, w: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
 		}
 	}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	if fc := newFDConn(c.raw); fc != nil {
+		br.Reset(fc)
+		c.w = fc
+	}
+	c.br = br
 	return c, false, nil
 }
 
@@ -207,7 +213,7 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline
 	// Cancelling the request unblocks reads and writes on the connection.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	bw := writers.Get().(*bufio.Writer)
-	c.sent = sentCounter{w: c.nc}
+	c.sent = sentCounter{w: c.w}
 	bw.Reset(&c.sent)
 	err := writeRequest(bw, req)
 	if err == nil {

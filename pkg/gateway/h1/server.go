@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -230,6 +231,7 @@ type serverConn struct {
 	s            *Server
 	nc           net.Conn
 	raw          syscall.RawConn
+	rd           io.Reader // nc or an fdConn on it
 	id           uint64
 	remote       string
 	br           *bufio.Reader
@@ -258,6 +260,7 @@ func (s *Server) newConn(nc net.Conn, w *hangupWatcher) *serverConn {
 			c.raw = raw
 		}
 	}
+	c.rd = connReader(nc, c.raw)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -279,7 +282,7 @@ func (c *serverConn) closeIfIdle() {
 
 func (c *serverConn) serve() {
 	c.br = readers.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
+	c.br.Reset(c.rd)
 	if c.raw != nil {
 		c.w.add(c)
 	}
@@ -418,28 +421,21 @@ func (c *serverConn) writeNonBlockingCallback(fd uintptr) bool {
 }
 
 // writeNonBlocking writes p to the non-blocking fd and returns what the
-// socket would not take.
+// socket would not take (or what was left when an error came).
 func writeNonBlocking(fd uintptr, p []byte) ([]byte, error) {
 	for len(p) > 0 {
-		n, err := sysWrite(syscall.Write, fd, p)
+		n, err := writeFD(fd, p)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 			return p, nil
 		case err != nil:
-			return nil, err
+			return p, os.NewSyscallError("write", err)
 		}
 		p = p[n:]
 	}
 	return nil, nil
-}
-
-// sysWrite calls syscall.Write, whose descriptor is an int on Unix and a
-// Handle on Windows: the package builds everywhere, though Server runs only
-// where hangups works.
-func sysWrite[FD ~int | ~uintptr](write func(FD, []byte) (int, error), fd uintptr, p []byte) (int, error) {
-	return write(FD(fd), p)
 }
 
 // flushOut writes the pending output.
