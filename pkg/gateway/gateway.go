@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -211,13 +212,17 @@ func (g *Gateway) Serve(ctx context.Context, api, admin net.Listener, drain time
 	log := g.opts.Log
 	apiHandler := g.APIHandler()
 	if admin == nil {
-		mux := http.NewServeMux()
-		adminH := g.AdminHandler()
-		for _, p := range []string{"/healthz", "/readyz", "/metrics", "/debug/"} {
-			mux.Handle(p, adminH)
-		}
-		mux.Handle("/", apiHandler)
-		apiHandler = mux
+		// The admin paths on the API's listener: a plain switch, not a
+		// ServeMux (its pattern matching allocates on every request).
+		adminH, api := g.AdminHandler(), apiHandler
+		apiHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch p := r.URL.Path; {
+			case p == "/healthz", p == "/readyz", p == "/metrics", strings.HasPrefix(p, "/debug/"):
+				adminH.ServeHTTP(w, r)
+			default:
+				api.ServeHTTP(w, r)
+			}
+		})
 	}
 	servers := []httpServer{g.apiServer(apiHandler)}
 	listeners := []net.Listener{api}

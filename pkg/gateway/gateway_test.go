@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +141,50 @@ func TestNoOpenProxy(t *testing.T) {
 	if resp.StatusCode != 200 || eng.Requests.Load() != 1 || other.Requests.Load() != 0 {
 		t.Errorf("status %d, service replica got %d, other server got %d; want 200, 1, 0",
 			resp.StatusCode, eng.Requests.Load(), other.Requests.Load())
+	}
+}
+
+func TestForwardedFields(t *testing.T) {
+	// What reaches the engine: the client's end-to-end fields (all values),
+	// not the hop-by-hop ones nor those Connection names, X-Forwarded-*
+	// set anew, the target as sent (absolute form made origin form), the
+	// replica's address as Host.
+	for _, target := range []string{"/v1/chat/completions?trace=1", "http://gw.example/v1/chat/completions?trace=1"} {
+		eng, addr := startEngine(t, enginetest.Config{Model: "qwen"})
+		gw := startGateway(t, Options{}, service("qwen-chat", "qwen", addr))
+		conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
+			"Connection: close, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nTe: trailers\r\nUpgrade: h2c\r\n"+
+			"X-Request-Id: a\r\nX-Request-Id: b\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Host: spoofed\r\nX-Forwarded-Proto: https\r\n"+
+			"Authorization: Bearer engine-key\r\n\r\n%s", target, len(chatBody), chatBody)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = conn.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d", target, resp.StatusCode)
+		}
+		got := eng.LastHeaders()
+		want := http.Header{
+			"Content-Type":      {"application/json"},
+			"Content-Length":    {strconv.Itoa(len(chatBody))},
+			"X-Request-Id":      {"a", "b"},
+			"X-Forwarded-For":   {"10.0.0.1, 127.0.0.1"},
+			"X-Forwarded-Host":  {"gw.example"},
+			"X-Forwarded-Proto": {"http"},
+			"Authorization":     {"Bearer engine-key"}, // no API keys configured: the client's own
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: engine got fields\n%v\nwant\n%v", target, got, want)
+		}
+		if tg := eng.LastTarget(); tg != "/v1/chat/completions?trace=1" {
+			t.Errorf("%s: engine got target %q", target, tg)
+		}
 	}
 }
 
@@ -470,5 +516,27 @@ func TestGracefulShutdownFinishesStreams(t *testing.T) {
 	gw.done <- nil // for the cleanup
 	if eng.Completed.Load() != 1 {
 		t.Errorf("engine completed %d", eng.Completed.Load())
+	}
+}
+
+func TestAdminPathsOnTheAPIListener(t *testing.T) {
+	// Without an admin listener the admin paths share the API's; anything
+	// else is the API's (an OpenAI-style 404 for unknown paths).
+	_, addr := startEngine(t, enginetest.Config{Model: "qwen"})
+	gw := startGateway(t, Options{}, service("qwen-chat", "qwen", addr))
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/debug/pprof/": 200,
+		"/healthz/x": 404, "/debugger": 404, "/v1/unknown": 404} {
+		resp, err := http.Get(gw.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+		if want == 404 && !strings.Contains(string(b), `"code":"unknown_url"`) {
+			t.Errorf("GET %s: body %s, want an OpenAI-style error", path, b)
+		}
 	}
 }

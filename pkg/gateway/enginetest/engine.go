@@ -63,6 +63,7 @@ type Engine struct {
 	server           *http.Server
 	mu               sync.Mutex
 	lastHeaders      http.Header
+	lastTarget       string
 	extraTTFTNanos   atomic.Int64
 }
 
@@ -92,6 +93,13 @@ func (e *Engine) LastHeaders() http.Header {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.lastHeaders.Clone()
+}
+
+// LastTarget returns the request-target of the last inference request.
+func (e *Engine) LastTarget() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastTarget
 }
 
 // Serve answers on ln until ctx ends.
@@ -156,6 +164,7 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.Requests.Add(1)
 	e.mu.Lock()
 	e.lastHeaders = r.Header.Clone()
+	e.lastTarget = r.RequestURI
 	e.mu.Unlock()
 	var req request
 	body, _ := io.ReadAll(r.Body)

@@ -9,6 +9,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -169,27 +170,98 @@ func (t *Transport) RoundTripUntil(req *http.Request, deadline time.Time) (*http
 	if req.URL.Scheme != "http" {
 		return nil, fmt.Errorf("h1: unsupported scheme %q", req.URL.Scheme)
 	}
-	ctx := req.Context()
-	addr := req.URL.Host
+	r := &Request{Method: req.Method, Target: req.URL.RequestURI(), Host: req.Host, Header: req.Header, from: req}
+	if r.Host == "" {
+		r.Host = req.URL.Host
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		if req.ContentLength > 0 {
+			r.stream, r.length = req.Body, req.ContentLength // streamed
+		} else {
+			body, err := io.ReadAll(req.Body)
+			_ = req.Body.Close()
+			if err != nil {
+				return nil, fmt.Errorf("reading the request body: %w", err)
+			}
+			r.Body = body
+		}
+	}
+	return t.Send(req.Context(), req.URL.Host, r, deadline)
+}
+
+// Request is a request given by its parts, for Send: a proxy forwards the
+// client's header map as it is, less the fields Skip names, plus Extra —
+// no http.Request, URL or second header map is built per request.
+type Request struct {
+	Method string
+	// Target is the request-target in origin form: path and query.
+	Target string
+	// Host is the Host field's value.
+	Host string
+	// Header's fields are sent but for Host, Content-Length,
+	// Transfer-Encoding, Connection and Trailer (the transport writes the
+	// ones it needs) and those Skip reports (nil: none).
+	Header http.Header
+	Skip   func(name string) bool
+	// Extra fields follow Header's.
+	Extra []Field
+	// Body is sent with its Content-Length (replayed as is on a retry).
+	Body []byte
+
+	from   *http.Request // RoundTrip's request
+	stream io.ReadCloser // RoundTrip's body of known length, streamed
+	length int64
+}
+
+// HTTPRequest is r as an http.Request to addr, for another RoundTripper:
+// the same fields, in a header map of its own.
+func (r *Request) HTTPRequest(ctx context.Context, addr string) (*http.Request, error) {
+	out, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.Target, bytes.NewReader(r.Body))
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range r.Header {
+		if !skipHeaders[k] && (r.Skip == nil || !r.Skip(k)) {
+			out.Header[k] = vs[:len(vs):len(vs)]
+		}
+	}
+	for _, f := range r.Extra {
+		out.Header.Add(f.Name, f.Value)
+	}
+	out.Host = r.Host
+	return out, nil
+}
+
+// Field is a header field.
+type Field struct{ Name, Value string }
+
+// Send sends r to addr (host:port) and returns the answer, whose Body must
+// be read to the end or closed. ctx cancels the exchange; deadline (zero:
+// none) bounds all of it, as RoundTripUntil's. A reused connection the
+// engine had closed is detected (no answer byte) and r is sent once more on
+// a new connection.
+func (t *Transport) Send(ctx context.Context, addr string, r *Request, deadline time.Time) (*http.Response, error) {
+	if strings.ContainsAny(r.Host, "\r\n ") {
+		return nil, fmt.Errorf("h1: invalid host %q", r.Host)
+	}
 	for attempt := 0; ; attempt++ {
 		c, reused, err := t.get(ctx, addr, deadline)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.do(ctx, c, req, deadline)
+		resp, err := t.do(ctx, c, addr, r, deadline)
 		if err == nil {
 			return resp, nil
 		}
 		var nr *errNoResponse
 		if reused && attempt == 0 && errors.As(err, &nr) && ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) &&
-			(req.Body == nil || req.GetBody != nil) {
-			if req.GetBody != nil {
-				body, gerr := req.GetBody()
+			(r.stream == nil || r.from.GetBody != nil) {
+			if r.stream != nil {
+				body, gerr := r.from.GetBody()
 				if gerr != nil {
 					return nil, err
 				}
-				req = req.Clone(ctx)
-				req.Body = body
+				r.stream = body
 			}
 			continue
 		}
@@ -200,7 +272,7 @@ func (t *Transport) RoundTripUntil(req *http.Request, deadline time.Time) (*http
 	}
 }
 
-func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline time.Time) (*http.Response, error) {
+func (t *Transport) do(ctx context.Context, c *conn, addr string, r *Request, deadline time.Time) (*http.Response, error) {
 	// A pooled connection keeps the last request's deadline until here
 	// (nothing reads it meanwhile): one timer operation per request.
 	if !deadline.IsZero() {
@@ -215,7 +287,7 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline
 	bw := writers.Get().(*bufio.Writer)
 	c.sent = sentCounter{w: c.w}
 	bw.Reset(&c.sent)
-	err := writeRequest(bw, req)
+	err := writeRequest(bw, r)
 	if err == nil {
 		err = c.flushAndAwait(bw)
 	}
@@ -231,13 +303,13 @@ func (t *Transport) do(ctx context.Context, c *conn, req *http.Request, deadline
 		c.close()
 		return nil, &errNoResponse{err}
 	}
-	resp, b, err := c.readResponse(req)
+	resp, b, err := c.readResponse(r.Method, r.from)
 	if err != nil {
 		stop()
 		c.close()
 		return nil, err
 	}
-	b.t, b.addr, b.stop, b.reuse = t, req.URL.Host, stop, !resp.Close && !req.Close
+	b.t, b.addr, b.stop, b.reuse = t, addr, stop, !resp.Close && (r.from == nil || !r.from.Close)
 	if b.done {
 		b.release(true)
 		resp.Body = http.NoBody
@@ -380,69 +452,66 @@ func (b *body) release(complete bool) {
 // skipHeaders are written by writeRequest itself, or not at all.
 var skipHeaders = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Trailer": true}
 
-// writeRequest writes req in HTTP/1.1 form: request line, Host, the
-// headers, Content-Length (a body of unknown length is read into memory
-// first), blank line, body. It is leaner than
-// Request.Write, which re-validates every header byte; values holding CR or
-// LF are still refused.
-func writeRequest(bw *bufio.Writer, req *http.Request) error {
-	var body []byte
-	length := int64(0)
-	hasBody := req.Body != nil && req.Body != http.NoBody
-	if hasBody && req.ContentLength > 0 {
-		length = req.ContentLength // streamed below
-	} else if hasBody {
-		var err error
-		if body, err = io.ReadAll(req.Body); err != nil {
-			return fmt.Errorf("reading the request body: %w", err)
-		}
-		_ = req.Body.Close()
-		length = int64(len(body))
+// writeRequest writes r in HTTP/1.1 form: request line, Host, the header
+// fields, Content-Length, blank line, body. It is leaner than
+// Request.Write, which re-validates every header byte; names and values
+// holding CR or LF are still refused.
+func writeRequest(bw *bufio.Writer, r *Request) error {
+	length := int64(len(r.Body))
+	if r.stream != nil {
+		length = r.length
 	}
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	if strings.ContainsAny(host, "\r\n ") {
-		return fmt.Errorf("h1: invalid host %q", host)
-	}
-	bw.WriteString(req.Method)
+	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
-	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(r.Target)
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(host)
+	bw.WriteString(r.Host)
 	bw.WriteString("\r\n")
-	for k, vs := range req.Header {
-		if skipHeaders[k] {
+	for k, vs := range r.Header {
+		if skipHeaders[k] || r.Skip != nil && r.Skip(k) {
 			continue
 		}
-		if strings.ContainsAny(k, "\r\n: ") {
-			return fmt.Errorf("h1: invalid header name %q", k)
-		}
 		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n") {
-				return fmt.Errorf("h1: invalid value of header %s", k)
+			if err := writeField(bw, k, v); err != nil {
+				return err
 			}
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
 		}
 	}
-	if length > 0 || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
+	for _, f := range r.Extra {
+		if err := writeField(bw, f.Name, f.Value); err != nil {
+			return err
+		}
+	}
+	if length > 0 || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(length, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), length, 10))
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString("\r\n")
-	if body != nil || !hasBody || length == 0 {
-		_, err := bw.Write(body)
+	if r.stream == nil {
+		_, err := bw.Write(r.Body)
 		return err
 	}
-	n, err := io.CopyN(bw, req.Body, length)
-	_ = req.Body.Close()
+	n, err := io.CopyN(bw, r.stream, length)
+	_ = r.stream.Close()
 	if err != nil {
 		return fmt.Errorf("sending the request body (%d of %d bytes): %w", n, length, err)
 	}
+	return nil
+}
+
+// writeField writes one header field, refusing a name or value that would
+// break the head.
+func writeField(bw *bufio.Writer, name, value string) error {
+	if name == "" || strings.ContainsAny(name, "\r\n: ") {
+		return fmt.Errorf("h1: invalid header name %q", name)
+	}
+	if strings.ContainsAny(value, "\r\n") {
+		return fmt.Errorf("h1: invalid value of header %s", name)
+	}
+	bw.WriteString(name)
+	bw.WriteString(": ")
+	bw.WriteString(value)
+	bw.WriteString("\r\n")
 	return nil
 }

@@ -188,10 +188,11 @@ func contentLength(cl []string) (int64, error) {
 // maxResponseHead bounds an engine's status line and headers.
 const maxResponseHead = 64 << 10
 
-// readResponse reads an answer to req from c: its head, then a body framed
+// readResponse reads the answer to a request (method; req is RoundTrip's,
+// nil for Send's, and becomes the answer's Request) from c: its head, then a body framed
 // by chunked encoding, Content-Length, or the end of the connection.
 // Interim 1xx answers are skipped.
-func (c *conn) readResponse(req *http.Request) (*http.Response, *body, error) {
+func (c *conn) readResponse(method string, req *http.Request) (*http.Response, *body, error) {
 	for {
 		head, err := readHead(c.br, c.head, maxResponseHead)
 		c.head = head[:0]
@@ -225,9 +226,9 @@ func (c *conn) readResponse(req *http.Request) (*http.Response, *body, error) {
 		b := &body{c: c}
 		te, cl := h["Transfer-Encoding"], h["Content-Length"]
 		switch {
-		case req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
+		case method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
 			resp.ContentLength = 0
-			if n, err := strconv.ParseInt(first(cl), 10, 64); err == nil && req.Method == http.MethodHead {
+			if n, err := strconv.ParseInt(first(cl), 10, 64); err == nil && method == http.MethodHead {
 				resp.ContentLength = n
 			}
 			b.done = true

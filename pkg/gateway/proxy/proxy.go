@@ -17,7 +17,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,6 +100,7 @@ type Gateway struct {
 	metrics   *metrics.Metrics
 	auth      *auth.Authenticator
 	transport http.RoundTripper
+	skip      func(string) bool // skipField, made once
 	clock     clock.PassiveClock
 	log       logr.Logger
 
@@ -137,6 +138,7 @@ func New(cfg Config, router *routing.Router, ups *upstream.Registry, holder *hol
 	if g.transport == nil {
 		g.transport = &h1.Transport{}
 	}
+	g.skip = g.skipField
 	return g
 }
 
@@ -258,6 +260,8 @@ type request struct {
 	pm      *metrics.PoolMetrics // of the replica being tried
 	// deadline ends the request (the service's timeout, or the gateway's).
 	deadline time.Time
+	out      h1.Request  // to the replica being tried (outgoing)
+	extra    [3]h1.Field // out's Extra
 }
 
 func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start time.Time) {
@@ -546,37 +550,19 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 
 	// Leaving this function closes the answer's body, which drops the
 	// upstream connection if the answer was not read to its end.
-	out, err := http.NewRequestWithContext(ctx, req.r.Method, "", bytes.NewReader(req.body))
-	if err != nil {
-		return &retryable{err: err}
-	}
-	// The upstream URL is built from the routing table's address only.
-	out.URL = &url.URL{Scheme: "http", Host: ep.Address, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath, RawQuery: req.r.URL.RawQuery}
-	copyHeaders(out.Header, req.r.Header)
-	out.Header.Del("Content-Length")
-	if g.auth != nil {
-		out.Header.Del("Authorization") // the gateway's key is not the engine's
-	}
-	out.ContentLength = int64(len(req.body))
-	out.Host = ep.Address
-	if ip, _, err := net.SplitHostPort(req.r.RemoteAddr); err == nil {
-		if prior := req.r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			ip = strings.Join(prior, ", ") + ", " + ip
-		}
-		out.Header["X-Forwarded-For"] = []string{ip}
-	}
-	out.Header["X-Forwarded-Host"] = []string{req.r.Host}
-	out.Header["X-Forwarded-Proto"] = forwardedProto
-
+	out := g.outgoing(req, ep.Address)
 	var resp *http.Response
-	if t, ok := g.transport.(interface {
-		RoundTripUntil(*http.Request, time.Time) (*http.Response, error)
-	}); ok {
-		resp, err = t.RoundTripUntil(out, req.deadline)
+	var err error
+	if t, ok := g.transport.(*h1.Transport); ok {
+		resp, err = t.Send(ctx, ep.Address, out, req.deadline)
 	} else {
 		dctx, cancel := context.WithDeadline(ctx, req.deadline)
 		defer cancel()
-		resp, err = g.transport.RoundTrip(out.WithContext(dctx))
+		var hreq *http.Request
+		if hreq, err = out.HTTPRequest(dctx, ep.Address); err != nil {
+			return &retryable{err: err}
+		}
+		resp, err = g.transport.RoundTrip(hreq)
 	}
 	if err != nil {
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("sending to %s: %w", ep.Address, err))
@@ -589,6 +575,57 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 		return g.stream(req, resp, up, ep)
 	}
 	return g.plain(req, resp, up, ep)
+}
+
+// outgoing is the request to the replica at addr: the client's, with its
+// header map forwarded as it is (no copy) less the hop-by-hop fields, those
+// the Connection field names, the gateway's API key and the X-Forwarded-*
+// fields, which are set anew. The Host is the replica's address: the
+// upstream URL comes from the routing table only (no open proxying).
+func (g *Gateway) outgoing(req *request, addr string) *h1.Request {
+	in := req.r
+	target := in.RequestURI
+	if !strings.HasPrefix(target, "/") { // absolute-form: sent in origin form
+		target = in.URL.RequestURI()
+	}
+	extra := req.extra[:0]
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		extra = append(extra, h1.Field{Name: "X-Forwarded-For", Value: ip})
+	}
+	extra = append(extra, h1.Field{Name: "X-Forwarded-Host", Value: in.Host}, h1.Field{Name: "X-Forwarded-Proto", Value: "http"})
+	skip := g.skip
+	if named := in.Header["Connection"]; len(named) > 0 {
+		skip = connectionSkip(skip, named)
+	}
+	req.out = h1.Request{Method: in.Method, Target: target, Host: addr, Header: in.Header, Skip: skip, Extra: extra, Body: req.body}
+	return &req.out
+}
+
+// skipField reports the client's fields not forwarded (see outgoing).
+func (g *Gateway) skipField(k string) bool {
+	switch k {
+	case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	case "Authorization":
+		return g.auth != nil // the gateway's key is not the engine's
+	}
+	return isHopHeader(k)
+}
+
+// connectionSkip adds the fields a Connection field names (hop-by-hop too).
+func connectionSkip(skip func(string) bool, connection []string) func(string) bool {
+	var names []string
+	for _, f := range connection {
+		for name := range strings.SplitSeq(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				names = append(names, http.CanonicalHeaderKey(name))
+			}
+		}
+	}
+	return func(k string) bool { return skip(k) || slices.Contains(names, k) }
 }
 
 func isRetryableStatus(code int) bool {
