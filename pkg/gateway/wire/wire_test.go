@@ -105,6 +105,11 @@ func TestEventReader(t *testing.T) {
 	if u, ok := FindUsage([]byte(got[2])); !ok || u != (Usage{PromptTokens: 3, CompletionTokens: 5}) {
 		t.Errorf("FindUsage = %+v %v", u, ok)
 	}
+	// The answer's own usage is the last "usage" key: the text may hold others.
+	answer := `{"choices":[{"message":{"content":"\"usage\": {\"prompt_tokens\": 1} \"usage\""}}],"usage":{"prompt_tokens":7,"completion_tokens":9}}`
+	if u, ok := FindUsage([]byte(answer)); !ok || u != (Usage{PromptTokens: 7, CompletionTokens: 9}) {
+		t.Errorf("FindUsage with usage in the text = %+v %v", u, ok)
+	}
 	if _, ok := FindUsage([]byte(`data: {"usage":null}`)); ok {
 		t.Error("null usage found")
 	}
