@@ -365,6 +365,34 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	})
 }
 
+func TestClientDisconnectBeforeTheFirstByte(t *testing.T) {
+	// The engine has not answered yet (long prefill): the client's hang-up
+	// must cut the engine connection at once, not when the answer comes.
+	eng, addr := startEngine(t, enginetest.Config{Model: "qwen", TTFT: time.Minute})
+	gw := startGateway(t, Options{}, service("qwen-chat", "qwen", addr))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", gw.URL+"/v1/chat/completions", strings.NewReader(chatBody))
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		done <- err
+	}()
+	eventually(t, "the engine to get the request", func() bool { return eng.Requests.Load() == 1 })
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the request succeeded")
+	}
+	eventually(t, "the engine to see the cancel", func() bool { return eng.Cancelled.Load() == 1 })
+	eventually(t, "in flight back to 0", func() bool {
+		r := gw.Metrics.Report(time.Now())
+		return len(r.Services) == 1 && r.Services[0].InFlight == 0
+	})
+}
+
 func TestSlowClientIsCutOff(t *testing.T) {
 	// A stream far larger than the socket buffers, to a client that never reads.
 	eng, addr := startEngine(t, enginetest.Config{Model: "qwen"})

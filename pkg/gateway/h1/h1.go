@@ -52,6 +52,9 @@ type conn struct {
 	head      []byte        // the answer's head being read
 	deadline  bool          // a request's deadline is (still) set on nc
 	sent      sentCounter   // nc, counting what a request wrote before its last write
+	cut       func()        // sets a past deadline on nc (a cancel): made once
+	watched   *connContext  // the request's context, when cut is kept in its slot
+	stopCut   func() bool   // else context.AfterFunc's stop
 	idleSince time.Time
 }
 
@@ -283,7 +286,7 @@ func (t *Transport) do(ctx context.Context, c *conn, addr string, r *Request, de
 		c.deadline = false
 	}
 	// Cancelling the request unblocks reads and writes on the connection.
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	c.watch(ctx)
 	bw := writers.Get().(*bufio.Writer)
 	c.sent = sentCounter{w: c.w}
 	bw.Reset(&c.sent)
@@ -294,22 +297,22 @@ func (t *Transport) do(ctx context.Context, c *conn, addr string, r *Request, de
 	bw.Reset(nil)
 	writers.Put(bw)
 	if err != nil {
-		stop()
+		c.unwatch()
 		c.close()
 		return nil, &errNoResponse{err}
 	}
 	if _, err := c.br.Peek(1); err != nil {
-		stop()
+		c.unwatch()
 		c.close()
 		return nil, &errNoResponse{err}
 	}
 	resp, b, err := c.readResponse(r.Method, r.from)
 	if err != nil {
-		stop()
+		c.unwatch()
 		c.close()
 		return nil, err
 	}
-	b.t, b.addr, b.stop, b.reuse = t, addr, stop, !resp.Close && (r.from == nil || !r.from.Close)
+	b.t, b.addr, b.reuse = t, addr, !resp.Close && (r.from == nil || !r.from.Close)
 	if b.done {
 		b.release(true)
 		resp.Body = http.NoBody
@@ -346,6 +349,31 @@ func (c *conn) flushAndAwait(bw *bufio.Writer) error {
 	return err
 }
 
+// watch makes the cancel of ctx cut the connection (unblocking its reads
+// and writes), until unwatch.
+func (c *conn) watch(ctx context.Context) {
+	if c.cut == nil {
+		c.cut = func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) }
+	}
+	if cc, ok := ctx.(*connContext); ok && cc.watch(c.cut) {
+		c.watched = cc // served by Server: its connection's slot
+		return
+	}
+	c.stopCut = context.AfterFunc(ctx, c.cut)
+}
+
+// unwatch ends watch; false when the cancel came first (the connection is
+// cut or about to be).
+func (c *conn) unwatch() bool {
+	if cc := c.watched; cc != nil {
+		c.watched = nil
+		return cc.unwatch()
+	}
+	stop := c.stopCut
+	c.stopCut = nil
+	return stop != nil && stop()
+}
+
 // sentCounter counts the bytes of a request written before its last write.
 type sentCounter struct {
 	w io.Writer
@@ -379,7 +407,6 @@ type body struct {
 	done      bool      // the whole body was read
 	t         *Transport
 	addr      string
-	stop      func() bool
 	reuse     bool
 	released  bool
 }
@@ -441,7 +468,7 @@ func (b *body) release(complete bool) {
 		return
 	}
 	b.released = true
-	notFired := b.stop()
+	notFired := b.c.unwatch()
 	if complete && b.reuse && notFired {
 		b.t.put(b.addr, b.c)
 		return

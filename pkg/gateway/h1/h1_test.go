@@ -347,3 +347,46 @@ func TestEarlyAnswerToALargeBody(t *testing.T) {
 		t.Errorf("status %d after %v, want 413 at once", resp.StatusCode, time.Since(start))
 	}
 }
+
+func TestConnContextWatch(t *testing.T) {
+	// One function in the slot; a second at once falls back to
+	// context.AfterFunc; the cancel runs both; after it, unwatch reports
+	// that the cancel came first.
+	cc := newConnContext()
+	var ran atomic.Int32
+	a, b := &conn{}, &conn{}
+	a.cut, b.cut = func() { ran.Add(1) }, func() { ran.Add(10) }
+	a.watch(cc)
+	b.watch(cc)
+	if a.watched != cc || b.watched != nil || b.stopCut == nil {
+		t.Fatalf("slot holders: a %v, b %v (AfterFunc %v)", a.watched != nil, b.watched != nil, b.stopCut != nil)
+	}
+	if !a.unwatch() || !b.unwatch() {
+		t.Fatal("unwatch before the cancel: want true")
+	}
+	a.watch(cc) // the slot is free again
+	b.watch(cc)
+	cc.cancel(errClientGone)
+	if !errors.Is(context.Cause(cc), errClientGone) || cc.Err() == nil {
+		t.Fatalf("cause %v, err %v", context.Cause(cc), cc.Err())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ran.Load() != 11 && time.Now().Before(deadline) { // AfterFunc runs on its own goroutine
+		time.Sleep(time.Millisecond)
+	}
+	if ran.Load() != 11 {
+		t.Fatalf("ran %d, want both (11)", ran.Load())
+	}
+	if a.unwatch() || b.unwatch() {
+		t.Error("unwatch after the cancel: want false")
+	}
+	c := &conn{}
+	c.cut = func() { ran.Add(100) }
+	c.watch(cc) // after the cancel: AfterFunc runs it at once
+	for ran.Load() != 111 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if ran.Load() != 111 || c.watched != nil {
+		t.Errorf("watch after the cancel: ran %d, in slot %v", ran.Load(), c.watched != nil)
+	}
+}

@@ -238,8 +238,8 @@ type serverConn struct {
 	out          []byte // output not yet written
 	hdr          []byte // the request head being read
 	state        atomic.Int32
-	ctx          context.Context
-	cancel       context.CancelCauseFunc
+	ctx          *connContext
+	cancel       func(cause error)
 	template     http.Request       // empty but for the context
 	writeNB      func(uintptr) bool // write's callback, its argument and results
 	pw, rest     []byte
@@ -252,7 +252,8 @@ type serverConn struct {
 var connIDs atomic.Uint64
 
 func (s *Server) newConn(nc net.Conn, w *hangupWatcher) *serverConn {
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx := newConnContext()
+	cancel := ctx.cancel
 	c := &serverConn{s: s, nc: nc, id: connIDs.Add(1), remote: nc.RemoteAddr().String(), ctx: ctx, cancel: cancel, w: w}
 	c.template = *(&http.Request{}).WithContext(ctx)
 	if sc, ok := nc.(syscall.Conn); ok {
