@@ -14,17 +14,20 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/spillway-io/spillway/apis"
+	"github.com/spillway-io/spillway/internal/gctune"
 	"github.com/spillway-io/spillway/pkg/gateway"
 	"github.com/spillway-io/spillway/pkg/gateway/auth"
 	"github.com/spillway-io/spillway/pkg/gateway/endpoints"
@@ -55,6 +58,7 @@ type flags struct {
 	retryAfter            int
 	prefixBytes           int
 	httpServer            string
+	gcHeadroom            string
 }
 
 func main() {
@@ -111,6 +115,7 @@ JSON list of {"namespace","name","model","endpoints":[{"address","pool","poolRan
 	fs.DurationVar(&f.ejectFor, "outlier-ejection", 10*time.Second, "first ejection length (grows with each ejection)")
 	fs.IntVar(&f.prefixBytes, "affinity-prefix-bytes", 256, "prompt bytes hashed for prefix affinity")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the balancer's random choices (0: from the clock)")
+	fs.StringVar(&f.gcHeadroom, "gc-headroom", "32Mi", `least growth of the heap between garbage collections: GOGC is raised while the live heap is small (0 or an explicit GOGC: the runtime's own)`)
 	fs.StringVar(&f.httpServer, "http-server", "spillway", "HTTP/1.1 server of the API: spillway (lean, Linux only; elsewhere net/http is used) or net/http")
 	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(kfs)
@@ -144,6 +149,9 @@ func validate(f *flags) error {
 	if f.domain == "" {
 		errs = append(errs, errors.New("--domain must not be empty"))
 	}
+	if q, err := resource.ParseQuantity(f.gcHeadroom); err != nil || q.Sign() < 0 {
+		errs = append(errs, fmt.Errorf("--gc-headroom must be a size such as 32Mi or 0, got %q", f.gcHeadroom))
+	}
 	return errors.Join(errs...)
 }
 
@@ -156,6 +164,12 @@ func run(ctx context.Context, f *flags) error {
 	}
 	log := klog.NewKlogr().WithName("gateway")
 	ctx = logr.NewContext(ctx, log)
+	if headroom := resource.MustParse(f.gcHeadroom); headroom.Sign() > 0 && os.Getenv("GOGC") == "" {
+		tuneCtx, stopTuning := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { (&gctune.Tuner{Headroom: uint64(headroom.Value()), Log: log.WithName("gc")}).Run(tuneCtx) })
+		defer func() { stopTuning(); wg.Wait() }() // the runtime's percent is back when run returns
+	}
 
 	var restCfg *rest.Config
 	needCluster := f.staticConfig == "" || f.keysSecret != ""

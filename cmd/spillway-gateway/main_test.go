@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +54,7 @@ func testBinary(t *testing.T, server string) {
 		t.Fatal(err)
 	}
 	api, admin := freeAddr(t), freeAddr(t)
+	runtime.GC() // the live heap is known from the first collection on: the GC tuner's first step then sets its percent
 	cmd := newCommand()
 	cmd.SetArgs([]string{"--static-config", filepath.Join(dir, "services.json"), "--api-keys-file", filepath.Join(dir, "keys"),
 		"--listen", api, "--admin-listen", admin, "--drain-timeout", "5s", "--http-server", server})
@@ -108,6 +111,18 @@ func testBinary(t *testing.T, server string) {
 	if !strings.Contains(string(body), `spillway_gateway_requests_total{code="200",namespace="default",pool="idc",service="qwen-chat"} 1`) {
 		t.Errorf("metrics do not count the request:\n%s", body)
 	}
+	// --gc-headroom (32Mi by default) raised GOGC above 100: the live heap is small.
+	if os.Getenv("GOGC") == "" {
+		var percent float64
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "go_gc_gogc_percent "); ok {
+				percent, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if percent <= 100 {
+			t.Errorf("go_gc_gogc_percent = %v, want > 100 (tuned)", percent)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -124,6 +139,8 @@ func TestBadFlags(t *testing.T) {
 		{"--scrape-interval", "2s", "--static-config", "x"},
 		{"--endpoints-from", "dns", "--static-config", "x"},
 		{"--http-server", "nginx", "--static-config", "x"},
+		{"--gc-headroom", "lots", "--static-config", "x"},
+		{"--gc-headroom", "-1Mi", "--static-config", "x"},
 		{"--api-keys-file", "a", "--api-keys-secret", "b/c", "--static-config", "x"},
 		{"--no-such-flag"},
 	} {
