@@ -244,7 +244,7 @@ type Field struct{ Name, Value string }
 // engine had closed is detected (no answer byte) and r is sent once more on
 // a new connection.
 func (t *Transport) Send(ctx context.Context, addr string, r *Request, deadline time.Time) (*http.Response, error) {
-	if strings.ContainsAny(r.Host, "\r\n ") {
+	if hasAnyByte(r.Host, "\r\n ") {
 		return nil, fmt.Errorf("h1: invalid host %q", r.Host)
 	}
 	for attempt := 0; ; attempt++ {
@@ -527,13 +527,24 @@ func writeRequest(bw *bufio.Writer, r *Request) error {
 	return nil
 }
 
+// hasAnyByte is strings.ContainsAny for a few ASCII bytes, without the set
+// ContainsAny builds on each call (the per-field checks of every request).
+func hasAnyByte(s, bytes string) bool {
+	for i := 0; i < len(bytes); i++ {
+		if strings.IndexByte(s, bytes[i]) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // writeField writes one header field, refusing a name or value that would
 // break the head.
 func writeField(bw *bufio.Writer, name, value string) error {
-	if name == "" || strings.ContainsAny(name, "\r\n: ") {
+	if name == "" || hasAnyByte(name, "\r\n: ") {
 		return fmt.Errorf("h1: invalid header name %q", name)
 	}
-	if strings.ContainsAny(value, "\r\n") {
+	if hasAnyByte(value, "\r\n") {
 		return fmt.Errorf("h1: invalid value of header %s", name)
 	}
 	bw.WriteString(name)

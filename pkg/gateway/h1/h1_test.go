@@ -390,3 +390,39 @@ func TestConnContextWatch(t *testing.T) {
 		t.Errorf("watch after the cancel: ran %d, in slot %v", ran.Load(), c.watched != nil)
 	}
 }
+
+func TestSendRefusesFieldsThatBreakTheHead(t *testing.T) {
+	// A name or value that would end the field or the head early is refused
+	// before anything is sent (no header injection into the engine's
+	// stream); good requests on the same transport still go.
+	addr, _ := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	tr := &Transport{}
+	defer tr.CloseIdleConnections()
+	for name, r := range map[string]*Request{
+		"value with CRLF": {Header: http.Header{"X-A": {"1\r\nX-Injected: 1"}}},
+		"value with LF":   {Header: http.Header{"X-A": {"1\nX-Injected: 1"}}},
+		"name with colon": {Header: http.Header{"X-A: b": {"1"}}},
+		"name with space": {Extra: []Field{{Name: "X A", Value: "1"}}},
+		"empty name":      {Extra: []Field{{Name: "", Value: "1"}}},
+		"extra with CR":   {Extra: []Field{{Name: "X-A", Value: "1\r"}}},
+		"host with space": {Host: "a b"},
+	} {
+		r.Method, r.Target = http.MethodGet, "/"
+		if r.Host == "" {
+			r.Host = addr
+		}
+		if _, err := tr.Send(context.Background(), addr, r, time.Time{}); err == nil {
+			t.Errorf("%s: sent", name)
+		}
+	}
+	resp, err := tr.Send(context.Background(), addr, &Request{Method: http.MethodGet, Target: "/", Host: addr,
+		Header: http.Header{"X-A": {"1"}}, Extra: []Field{{Name: "X-B", Value: "2"}}}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(b) != "ok" {
+		t.Errorf("answer %q", b)
+	}
+}

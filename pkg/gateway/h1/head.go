@@ -87,7 +87,7 @@ func parseFields(s string, hosts *[]string) (http.Header, error) {
 		if !ok || !httpguts.ValidHeaderFieldName(k) {
 			return nil, fmt.Errorf("malformed header line %q", truncate(line))
 		}
-		v = strings.Trim(v, " \t")
+		v = trimOWS(v)
 		if !httpguts.ValidHeaderFieldValue(v) {
 			return nil, fmt.Errorf("invalid value of header %s", k)
 		}
@@ -104,6 +104,17 @@ func parseFields(s string, hosts *[]string) (http.Header, error) {
 		h[k] = slab[:1:1]
 		slab = slab[1:]
 	}
+}
+
+// trimOWS trims the optional white space (SP, HTAB) around a field value.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 func truncate(s string) string {

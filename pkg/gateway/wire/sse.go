@@ -92,11 +92,11 @@ func FindUsage(data []byte) (Usage, bool) {
 		}
 		i += len(usageKey) + j
 	}
-	rest := bytes.TrimLeft(data[i+len(usageKey):], " \t\r\n")
+	rest := skipSpace(data[i+len(usageKey):])
 	if len(rest) == 0 || rest[0] != ':' {
 		return Usage{}, false
 	}
-	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	rest = skipSpace(rest[1:])
 	if len(rest) == 0 || rest[0] != '{' {
 		return Usage{}, false
 	}
@@ -118,6 +118,15 @@ func FindUsage(data []byte) (Usage, bool) {
 	return u, found
 }
 
+// skipSpace drops JSON white space at the start of b (bytes.TrimLeft
+// builds its set of bytes on every call).
+func skipSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r' || b[0] == '\n') {
+		b = b[1:]
+	}
+	return b
+}
+
 var (
 	promptKey     = []byte(`"prompt_tokens"`)
 	completionKey = []byte(`"completion_tokens"`)
@@ -129,11 +138,11 @@ func intField(obj, key []byte) (int64, bool) {
 	if i < 0 {
 		return 0, false
 	}
-	rest := bytes.TrimLeft(obj[i+len(key):], " \t\r\n")
+	rest := skipSpace(obj[i+len(key):])
 	if len(rest) == 0 || rest[0] != ':' {
 		return 0, false
 	}
-	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	rest = skipSpace(rest[1:])
 	var v int64
 	n := 0
 	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' && n < 18 {
