@@ -244,8 +244,11 @@ type serverConn struct {
 	writeNB      func(uintptr) bool // write's callback, its argument and results
 	pw, rest     []byte
 	werr         error
-	handlerWD    bool      // the handler set a write deadline
-	idleDeadline time.Time // the read deadline awaitRequest set (zero: another one replaced it)
+	handlerWD    bool        // the handler set a write deadline
+	idleDeadline time.Time   // the read deadline awaitRequest set (zero: another one replaced it)
+	resp         response    // the current request's, reused
+	respHeader   http.Header // resp's header map, cleared per request
+	body         reqBody     // the current request's body, reused
 	w            *hangupWatcher
 }
 
@@ -580,7 +583,8 @@ func (c *serverConn) parse(head string) (*http.Request, *reqBody, error) {
 
 	r.Close = closes(r.ProtoMinor, h)
 
-	b := &reqBody{c: c}
+	b := &c.body // the connection's, reused: a body is not read after its handler returned
+	*b = reqBody{c: c}
 	te, cl := h["Transfer-Encoding"], h["Content-Length"]
 	switch {
 	case te != nil && cl != nil:
@@ -650,7 +654,15 @@ func parseTarget(method, target string) (*url.URL, error) {
 
 // handle runs the handler and ends the response; false closes the connection.
 func (c *serverConn) handle(r *http.Request, b *reqBody) (keep bool) {
-	w := &response{c: c, req: r, body: b, header: make(http.Header, 8), cl: -1}
+	// The response and its header map are the connection's, reused by its
+	// next request: a ResponseWriter is not used after its handler returned.
+	if c.respHeader == nil {
+		c.respHeader = make(http.Header, 8)
+	} else {
+		clear(c.respHeader)
+	}
+	w := &c.resp
+	*w = response{c: c, req: r, body: b, header: c.respHeader, cl: -1}
 	b.resp = w
 	w.closeAfter = r.Close || c.s.closing.Load()
 	defer func() {

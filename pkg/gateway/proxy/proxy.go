@@ -541,8 +541,8 @@ func copyHeaders(dst, src http.Header) {
 func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoint) error {
 	svc := req.svc
 	up := g.upstreams.Get(ep.Address)
-	endUp := up.Begin()
-	defer endUp()
+	up.Begin()
+	defer up.End()
 	req.pm = g.metrics.Pool(svc.Namespace, svc.Name, ep.Pool)
 	poolGauge := req.pm.InFlight
 	poolGauge.Inc()

@@ -31,12 +31,11 @@ type Upstream struct {
 	outlier outlier.State
 }
 
-// Begin counts a request sent; the returned func ends it.
-func (u *Upstream) Begin() (end func()) {
-	u.outstanding.Add(1)
-	var once sync.Once
-	return func() { once.Do(func() { u.outstanding.Add(-1) }) }
-}
+// Begin counts a request sent; End, called once for it, ends it.
+func (u *Upstream) Begin() { u.outstanding.Add(1) }
+
+// End ends a request Begin counted.
+func (u *Upstream) End() { u.outstanding.Add(-1) }
 
 // Outstanding is the number of requests in flight there.
 func (u *Upstream) Outstanding() int { return int(u.outstanding.Load()) }
