@@ -69,31 +69,35 @@ func nextLine(s string) (line, rest string) {
 
 // parseFields parses the header lines of s (after the start line, up to the
 // blank line) into a new Header. Keys are canonicalised; values keep their
-// order. With hosts set, Host fields go there instead of the Header.
-func parseFields(s string, hosts *[]string) (http.Header, error) {
+// order. With hosts set, Host fields are counted there and the first is
+// returned instead of going into the Header.
+func parseFields(s string, hosts *int) (h http.Header, host string, err error) {
 	n := strings.Count(s, "\n")
 	slab := make([]string, n) // the values of single-valued fields
-	h := make(http.Header, n)
+	h = make(http.Header, n)
 	for {
 		var line string
 		line, s = nextLine(s)
 		if line == "" {
-			return h, nil
+			return h, host, nil
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return nil, errors.New("obsolete header line folding")
+			return nil, "", errors.New("obsolete header line folding")
 		}
 		k, v, ok := strings.Cut(line, ":")
 		if !ok || !httpguts.ValidHeaderFieldName(k) {
-			return nil, fmt.Errorf("malformed header line %q", truncate(line))
+			return nil, "", fmt.Errorf("malformed header line %q", truncate(line))
 		}
 		v = trimOWS(v)
 		if !httpguts.ValidHeaderFieldValue(v) {
-			return nil, fmt.Errorf("invalid value of header %s", k)
+			return nil, "", fmt.Errorf("invalid value of header %s", k)
 		}
 		k = canonicalKey(k)
 		if hosts != nil && k == "Host" {
-			*hosts = append(*hosts, v)
+			if *hosts == 0 {
+				host = v
+			}
+			*hosts++
 			continue
 		}
 		if vs := h[k]; vs != nil {
@@ -224,7 +228,7 @@ func (c *conn) readResponse(method string, req *http.Request) (*http.Response, *
 		if err != nil || code < 100 {
 			return nil, nil, fmt.Errorf("h1: malformed status code in %q", truncate(line))
 		}
-		h, err := parseFields(rest, nil)
+		h, _, err := parseFields(rest, nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("h1: %w", err)
 		}

@@ -557,20 +557,20 @@ func (c *serverConn) parse(head string) (*http.Request, *reqBody, error) {
 	}
 	r.URL = u
 
-	var hosts []string
-	h, err := parseFields(rest, &hosts)
+	hosts := 0
+	h, host, err := parseFields(rest, &hosts)
 	if err != nil {
 		return nil, nil, badRequest("%v", err)
 	}
 	r.Header = h
 	switch {
-	case len(hosts) > 1:
+	case hosts > 1:
 		return nil, nil, badRequest("more than one Host header")
-	case len(hosts) == 1:
-		if !httpguts.ValidHostHeader(hosts[0]) {
-			return nil, nil, badRequest("invalid Host header %q", hosts[0])
+	case hosts == 1:
+		if !httpguts.ValidHostHeader(host) {
+			return nil, nil, badRequest("invalid Host header %q", host)
 		}
-		r.Host = hosts[0]
+		r.Host = host
 	case r.ProtoMinor == 1:
 		return nil, nil, badRequest("missing required Host header")
 	}
