@@ -164,7 +164,14 @@ func HasChoices(event []byte) bool {
 	if i < 0 {
 		return false
 	}
-	rest := bytes.TrimLeft(event[i+len(`"choices"`):], " \t:")
-	rest = bytes.TrimLeft(rest, "[ \t")
+	rest := skipSpace(event[i+len(`"choices"`):])
+	if len(rest) == 0 || rest[0] != ':' {
+		return false
+	}
+	rest = skipSpace(rest[1:])
+	if len(rest) == 0 || rest[0] != '[' {
+		return false
+	}
+	rest = skipSpace(rest[1:])
 	return len(rest) > 0 && rest[0] != ']'
 }

@@ -177,3 +177,19 @@ func TestParseFastTakesCommonBodies(t *testing.T) {
 		}
 	}
 }
+
+func TestHasChoices(t *testing.T) {
+	for ev, want := range map[string]bool{
+		`data: {"choices":[{"delta":{"content":"a"}}]}`:      true,
+		"data: {\"choices\" :\r\n [ {\"index\":0} ]}":        true,
+		`data: {"choices":[]}`:                               false,
+		`data: {"choices":[ ]}`:                              false,
+		`data: {"choices":null,"usage":{"prompt_tokens":1}}`: false,
+		`data: {"usage":{"prompt_tokens":1}}`:                false,
+		`data: {"choices"`:                                   false,
+	} {
+		if got := HasChoices([]byte(ev)); got != want {
+			t.Errorf("HasChoices(%q) = %v, want %v", ev, got, want)
+		}
+	}
+}
