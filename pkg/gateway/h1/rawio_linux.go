@@ -17,22 +17,16 @@ import (
 // happens-before edge of the I/O).
 const rawIO = true
 
-func readFD(fd uintptr, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
+func readFD(fd uintptr, p []byte) (int, error) { return rawCall(syscall.SYS_READ, fd, p) }
 
-func writeFD(fd uintptr, p []byte) (int, error) {
+func writeFD(fd uintptr, p []byte) (int, error) { return rawCall(syscall.SYS_WRITE, fd, p) }
+
+// rawCall is read(2) or write(2) of p on fd.
+func rawCall(trap, fd uintptr, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	n, _, e := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}
