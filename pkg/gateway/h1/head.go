@@ -43,7 +43,7 @@ func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 			}
 			return buf, err
 		}
-		if rest := string(buf[lineStart:]); rest == "\r\n" || rest == "\n" {
+		if l := buf[lineStart:]; len(l) == 1 || len(l) == 2 && l[0] == '\r' { // "\n" or "\r\n": the blank line
 			if lineStart == 0 {
 				buf = buf[:0]
 				continue

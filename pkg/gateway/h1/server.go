@@ -783,9 +783,10 @@ type response struct {
 	header      http.Header
 	status      int
 	wroteHeader bool
-	committed   bool   // status and headers are in c.out (or sent)
-	pending     []byte // body written before the headers were committed
-	cl          int64  // Content-Length, -1 unknown
+	committed   bool    // status and headers are in c.out (or sent)
+	pending     []byte  // body written before the headers were committed
+	pendingBuf  *[]byte // pending's buffer as pendingPool holds it
+	cl          int64   // Content-Length, -1 unknown
 	written     int64
 	chunked     bool
 	closeAfter  bool
@@ -846,7 +847,8 @@ func (w *response) Write(p []byte) (int, error) {
 	w.written += int64(len(p))
 	if !w.committed {
 		if w.pending == nil {
-			w.pending = (*pendingPool.Get().(*[]byte))[:0]
+			w.pendingBuf = pendingPool.Get().(*[]byte)
+			w.pending = (*w.pendingBuf)[:0]
 		}
 		if len(w.pending)+len(p) <= outBuf {
 			w.pending = append(w.pending, p...)
@@ -933,8 +935,9 @@ func (w *response) commit(final bool) {
 	if p := w.pending; p != nil {
 		w.pending = nil
 		_ = w.send(p)
-		p = p[:0]
-		pendingPool.Put(&p)
+		*w.pendingBuf = p[:0] // the pool's own pointer back: no new one to allocate
+		pendingPool.Put(w.pendingBuf)
+		w.pendingBuf = nil
 	}
 }
 
