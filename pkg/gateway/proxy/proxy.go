@@ -256,6 +256,7 @@ type request struct {
 	parsed  wire.Request
 	svc     *routing.Service
 	start   time.Time
+	ready   time.Time // when it could be forwarded (after holding, if it was held)
 	noRetry bool
 	pm      *metrics.PoolMetrics // of the replica being tried
 	// deadline ends the request (the service's timeout, or the gateway's).
@@ -295,6 +296,7 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start t
 	g.metrics.Enter(inNS, inName)
 	defer g.metrics.Leave(inNS, inName)
 
+	ready := start // when the request can go: now, or after holding
 	if len(svc.Endpoints) == 0 {
 		key := svc.Key()
 		endHold := g.metrics.BeginHold(svc.Namespace, svc.Name)
@@ -321,6 +323,7 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start t
 			wire.WriteError(w, http.StatusNotFound, "model_not_found", "the service was deleted while the request waited", 0)
 			return
 		}
+		ready = g.clock.Now()
 	}
 
 	timeout := svc.Timeout
@@ -331,7 +334,7 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request, start t
 	// it becomes the engine connection's deadline (no timer and no context
 	// per request); other transports get a context with it.
 	deadline := time.Now().Add(timeout)
-	g.forward(r.Context(), &request{w: w, r: r, body: body, parsed: parsed, svc: svc, start: start, deadline: deadline})
+	g.forward(r.Context(), &request{w: w, r: r, body: body, parsed: parsed, svc: svc, start: start, ready: ready, deadline: deadline})
 }
 
 // expired reports whether the request's end-to-end deadline has passed.
@@ -381,6 +384,11 @@ func (g *Gateway) finish(svc *routing.Service, pool string, code int, reason str
 
 // finishPM is finish with the pool's metrics at hand.
 func (g *Gateway) finishPM(svc *routing.Service, pm *metrics.PoolMetrics, pool string, code int, reason string, start time.Time) {
+	g.finishPMAt(svc, pm, pool, code, reason, start, g.clock.Now())
+}
+
+// finishPMAt is finishPM with the end time at hand (one clock read less).
+func (g *Gateway) finishPMAt(svc *routing.Service, pm *metrics.PoolMetrics, pool string, code int, reason string, start, end time.Time) {
 	if code == http.StatusOK {
 		pm.OK.Inc()
 	} else {
@@ -390,7 +398,7 @@ func (g *Gateway) finishPM(svc *routing.Service, pm *metrics.PoolMetrics, pool s
 		g.metrics.Errors.WithLabelValues(svc.Namespace, svc.Name, pool, reason).Inc()
 	}
 	if code < 400 {
-		pm.E2E.Observe(g.clock.Since(start).Seconds())
+		pm.E2E.Observe(end.Sub(start).Seconds())
 	}
 }
 
@@ -451,7 +459,10 @@ func (g *Gateway) forward(ctx context.Context, req *request) {
 	var lastErr error
 	lastPool := ""
 	for attempt := 0; attempt < g.cfg.MaxAttempts; attempt++ {
-		now := g.clock.Now()
+		now := req.ready // the first attempt goes at once
+		if attempt > 0 {
+			now = g.clock.Now()
+		}
 		eps := g.snapshot(epsBuf[:0], svc, tried, now)
 		i := g.pick(svc, eps, req.parsed.Prefix)
 		if i < 0 {
@@ -789,12 +800,13 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, reason, req.start)
 		return errAnswered
 	}
-	up.Success(g.clock.Now())
+	end := g.clock.Now()
+	up.Success(end)
 	if !haveUsage {
 		usage.CompletionTokens = events64
 	}
 	g.countTokens(pm, usage)
-	g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
+	g.finishPMAt(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start, end)
 	return nil
 }
 
@@ -868,8 +880,9 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 		// A truncated JSON answer must not look complete: abort the connection.
 		panic(http.ErrAbortHandler)
 	}
+	end := g.clock.Now()
 	if resp.StatusCode < 500 {
-		up.Success(g.clock.Now())
+		up.Success(end)
 	}
 	if !whole {
 		usage, haveUsage = wire.FindUsage(kept)
@@ -877,7 +890,7 @@ func (g *Gateway) plain(req *request, resp *http.Response, up *upstream.Upstream
 	if haveUsage {
 		g.countTokens(pm, usage)
 	}
-	g.finishPM(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start)
+	g.finishPMAt(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start, end)
 	return nil
 }
 
