@@ -676,8 +676,6 @@ func sameLength(v string, n int64) bool {
 	return err == nil && m == n
 }
 
-// forwardedProto is X-Forwarded-Proto's value (shared, never written).
-var forwardedProto = []string{"http"}
 
 // serverBoundsIO reports whether the server bounds body reads and writes
 // that have to wait with its own timeouts (h1.Server, configured with the
