@@ -676,7 +676,6 @@ func sameLength(v string, n int64) bool {
 	return err == nil && m == n
 }
 
-
 // serverBoundsIO reports whether the server bounds body reads and writes
 // that have to wait with its own timeouts (h1.Server, configured with the
 // same BodyReadTimeout and WriteTimeout): then the request path sets no
