@@ -582,7 +582,7 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 	if isRetryableStatus(resp.StatusCode) && !req.noRetry {
 		return g.upstreamFailed(req, up, ep, fmt.Errorf("replica %s answered %s", ep.Address, resp.Status))
 	}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+	if isEventStream(resp.Header) {
 		return g.stream(req, resp, up, ep)
 	}
 	return g.plain(req, resp, up, ep)
@@ -639,6 +639,14 @@ func connectionSkip(skip func(string) bool, connection []string) func(string) bo
 	return func(k string) bool { return skip(k) || slices.Contains(names, k) }
 }
 
+// isEventStream reports whether an answer is server-sent events. Its keys
+// are canonical (parsed by h1 or net/http): a map read, not Header.Get's
+// canonicalisation.
+func isEventStream(h http.Header) bool {
+	ct := h["Content-Type"]
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
+}
+
 func isRetryableStatus(code int) bool {
 	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
 }
@@ -659,7 +667,7 @@ func (g *Gateway) commit(req *request, resp *http.Response) {
 	h := req.w.Header()
 	copyHeaders(h, resp.Header)
 	switch v := h["Content-Length"]; {
-	case resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
+	case resp.ContentLength < 0 || isEventStream(resp.Header):
 		delete(h, "Content-Length") // streamed: chunked to the client
 	case len(v) == 1 && sameLength(v[0], resp.ContentLength):
 		// the engine's own field, copied
