@@ -160,13 +160,7 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
-	var err error
-	for l := range s.listeners {
-		if cerr := (*l).Close(); cerr != nil && err == nil {
-			err = cerr
-		}
-	}
-	s.listeners = nil
+	err := s.closeListeners()
 	if s.connsGone == nil {
 		s.connsGone = make(chan struct{})
 		if len(s.conns) == 0 {
@@ -193,11 +187,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting and closes every connection at once.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closing.Store(true)
+// closeListeners closes and forgets the listeners (s.mu held); it returns
+// the first error.
+func (s *Server) closeListeners() error {
 	var err error
 	for l := range s.listeners {
 		if cerr := (*l).Close(); cerr != nil && err == nil {
@@ -205,6 +197,15 @@ func (s *Server) Close() error {
 		}
 	}
 	s.listeners = nil
+	return err
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing.Store(true)
+	err := s.closeListeners()
 	for c := range s.conns {
 		// Closed before the context ends: a handler that returns when it
 		// sees the context done cannot get an answer out that looks whole.
