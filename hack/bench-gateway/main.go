@@ -1,7 +1,8 @@
 // Command bench-gateway measures spillway-gateway against a direct
 // connection to the engine and against nginx as a reverse proxy to the same
-// engine, all on 127.0.0.1, in one run: requests/s and added p50/p99
-// latency, non-streaming and streaming; the gateway's RSS with 1,000
+// engine, all on 127.0.0.1, in one run: requests/s at saturation (closed
+// loop) and added p50/p99 latency at an equal offered load (open loop),
+// non-streaming and streaming; the gateway's RSS with 1,000
 // concurrent streams; and routing quality (TTFT p99 of Spillway's balancing
 // against round robin on engines with unequal load). It prints ratios and
 // the goals next to them. Every phase has a fixed duration: it stops by itself.
@@ -16,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -50,6 +52,11 @@ type options struct {
 	quality     time.Duration
 	skipNginx   bool
 	rounds      int
+	// load is the offered rate of the equal-load latency measurement, as a
+	// fraction of the slowest proxy's saturated throughput (0: skipped);
+	// conns its client connections.
+	load  float64
+	conns int
 	// proxyCPUs pins the proxies (gateway, nginx) to these CPUs (a taskset
 	// list; empty: no pinning); workers is then GOMAXPROCS of the gateway
 	// and worker_processes of nginx.
@@ -73,6 +80,8 @@ func main() {
 	flag.BoolVar(&o.skipNginx, "skip-nginx", false, "do not compare with nginx")
 	flag.BoolVar(&o.netHTTP, "net-http", false, "also run the gateway with --http-server=net/http (the baseline of its own HTTP server)")
 	flag.IntVar(&o.rounds, "rounds", 10, "rounds the throughput phases are cut into (targets take turns)")
+	flag.Float64Var(&o.load, "latency-load", 0.3, "offered load of the equal-load latency measurement (open loop, Poisson arrivals), as a fraction of the slowest proxy's saturated req/s (0: skip it)")
+	flag.IntVar(&o.conns, "latency-conns", 64, "client connections of the equal-load latency measurement")
 	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxies (empty: not pinned); run this program on the others")
 	flag.IntVar(&o.workers, "workers", 0, "GOMAXPROCS of the gateway and worker_processes of nginx (0: number of -proxy-cpus, else all CPUs)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the gateway during the throughput phases to this file")
@@ -95,8 +104,8 @@ func main() {
 			o.workers = countCPUs(o.proxyCPUs)
 		}
 	}
-	if o.rounds < 1 || o.concurrency < 1 || o.streams < 1 || o.duration <= 0 || o.quality <= 0 {
-		fmt.Fprintln(os.Stderr, "bench-gateway: -rounds, -c, -streams, -duration and -quality-duration must be positive")
+	if o.rounds < 1 || o.concurrency < 1 || o.streams < 1 || o.duration <= 0 || o.quality <= 0 || o.conns < 1 || o.load < 0 || o.load >= 1 {
+		fmt.Fprintln(os.Stderr, "bench-gateway: -rounds, -c, -streams, -duration, -quality-duration and -latency-conns must be positive, -latency-load in [0, 1)")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -173,6 +182,9 @@ func run(ctx context.Context, o options) error {
 				n++
 			}
 		}
+		if o.load > 0 {
+			n *= 2 // saturated, then at equal load
+		}
 		secs := int((time.Duration(n)*(o.duration+500*time.Millisecond)*time.Duration(len(targets)) + time.Second).Seconds())
 		go func() {
 			profileDone <- fetchProfile(ctx, "http://"+adminAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), o.profile)
@@ -230,12 +242,21 @@ func run(ctx context.Context, o options) error {
 				fmt.Printf("RATIO proxy CPU per request nginx/spillway = %.2f (capacity ratio at equal CPU; goal >= 1.00)\n",
 					float64(n.cpuPerReq)/float64(s.cpuPerReq))
 			}
-			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx)\n",
+			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx; closed loop at saturation)\n",
 				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
 		}
 		if n, ok := res["net/http"]; ok && n.cpuPerReq > 0 {
 			fmt.Printf("RATIO proxy CPU per request spillway/net-http-server = %.2f (h1.Server's saving)\n",
 				float64(s.cpuPerReq)/float64(n.cpuPerReq))
+		}
+		if o.load > 0 {
+			slowest := 0.0
+			for _, t := range targets[1:] {
+				if r := res[t.name].rps; slowest == 0 || r < slowest {
+					slowest = r
+				}
+			}
+			equalLoad(ctx, o, targets, stream, o.load*slowest)
 		}
 	}
 
@@ -254,6 +275,120 @@ func run(ctx context.Context, o options) error {
 	}
 	fmt.Printf("\n== routing quality: unequal load, %s per policy ==\n", o.quality)
 	return quality(ctx, o.quality)
+}
+
+// equalLoad measures the latency of every target at the same offered rate:
+// Poisson arrivals from a fixed seed (the same schedule for every target and
+// round), open loop, so each target sees the same traffic whatever its speed.
+// A closed loop at saturation cannot compare latencies: with c clients the
+// mean latency is c/throughput there, and its tail is the queue in front of
+// the busiest CPU (here the load generator's and engine's).
+func equalLoad(ctx context.Context, o options, targets []target, stream bool, rate float64) {
+	slice := o.duration / time.Duration(o.rounds)
+	schedule := poisson(rate, slice, 1)
+	fmt.Printf("-- equal load: %.0f req/s offered to every target (%.2f of the slowest proxy's saturated req/s), Poisson arrivals, open loop, %d connections --\n",
+		rate, o.load, o.conns)
+	for _, t := range targets {
+		warm := poisson(rate, 300*time.Millisecond, 2)
+		runRate(ctx, t.url, stream, warm, o.conns, &samples{})
+	}
+	acc := map[string]*samples{}
+	for range o.rounds {
+		for _, t := range targets {
+			if acc[t.name] == nil {
+				acc[t.name] = &samples{}
+			}
+			before := cpuTicks(t.pids)
+			runRate(ctx, t.url, stream, schedule, o.conns, acc[t.name])
+			acc[t.name].cpuTicks += cpuTicks(t.pids) - before
+		}
+	}
+	res := map[string]result{}
+	for _, t := range targets {
+		a := acc[t.name]
+		r := a.result()
+		res[t.name] = r
+		cpu := ""
+		if t.pids != nil && len(a.lat) > 0 {
+			busy := float64(a.cpuTicks) / procstat.ClockTicks / a.elapsed.Seconds() / float64(o.workers)
+			cpu = fmt.Sprintf("  proxy busy %.0f%% of %d CPU", 100*busy, o.workers)
+		}
+		fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d%s\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, cpu)
+	}
+	d := res["direct"]
+	for _, t := range targets[1:] {
+		r := res[t.name]
+		fmt.Printf("%-9s added latency: p50 %s  p99 %s\n", t.name, (r.p50 - d.p50).Round(time.Microsecond), (r.p99 - d.p99).Round(time.Microsecond))
+	}
+	if n, ok := res["nginx"]; ok {
+		s := res["spillway"]
+		fmt.Printf("equal-load p99 added spillway/nginx = %s / %s (the load generator's own tail is in both: compare with direct's)\n",
+			(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
+	}
+}
+
+// poisson is the send times, from the start, of Poisson arrivals at rate
+// per second for d, from a fixed seed.
+func poisson(rate float64, d time.Duration, seed uint64) []time.Duration {
+	rng := rand.New(rand.NewPCG(seed, 0x5b111))
+	var out []time.Duration
+	for t := 0.0; ; {
+		t += rng.ExpFloat64() / rate
+		at := time.Duration(t * float64(time.Second))
+		if at >= d {
+			return out
+		}
+		out = append(out, at)
+	}
+}
+
+// runRate sends requests at the times of schedule over conns connections
+// and adds to acc. Open loop: a request's latency counts from its release,
+// including any wait for a free connection, so a slow answer does not hold
+// the next ones back unseen (no coordinated omission).
+func runRate(ctx context.Context, url string, stream bool, schedule []time.Duration, conns int, acc *samples) {
+	body := plainBody
+	if stream {
+		body = streamBody
+	}
+	released := make(chan time.Time, len(schedule))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			var mine []time.Duration
+			var bad int
+			for at := range released {
+				if _, _, err := one(ctx, url, body); err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(at))
+			}
+			mu.Lock()
+			acc.lat = append(acc.lat, mine...)
+			acc.errors += bad
+			mu.Unlock()
+		})
+	}
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+send:
+	for _, at := range schedule {
+		if wait := time.Until(start.Add(at)); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				break send
+			}
+		}
+		released <- time.Now()
+	}
+	close(released)
+	wg.Wait()
+	acc.elapsed += time.Since(start)
 }
 
 // memory opens o.streams slow streams through the gateway (and nginx) and
