@@ -1,8 +1,8 @@
 // Command bench-gateway measures spillway-gateway against a direct
 // connection to the engine and against nginx as a reverse proxy to the same
-// engine, all on 127.0.0.1, in one run: requests/s at saturation (closed
-// loop) and added p50/p99 latency at an equal offered load (open loop),
-// non-streaming and streaming; the gateway's RSS with 1,000
+// engine, all on 127.0.0.1, in one run: requests/s and added p50/p99
+// latency at saturation (closed loop), and added latency at an equal offered
+// load (open loop), non-streaming and streaming; the gateway's RSS with 1,000
 // concurrent streams; and routing quality (TTFT p99 of Spillway's balancing
 // against round robin on engines with unequal load). It prints ratios and
 // the goals next to them. Every phase has a fixed duration: it stops by itself.
@@ -280,10 +280,14 @@ func run(ctx context.Context, o options) error {
 // equalLoad measures the latency of every target at the same offered rate:
 // Poisson arrivals from a fixed seed (the same schedule for every target and
 // round), open loop, so each target sees the same traffic whatever its speed.
-// A closed loop at saturation cannot compare latencies: with c clients the
+// A closed loop at saturation compares latencies poorly: with c clients the
 // mean latency is c/throughput there, and its tail is the queue in front of
 // the busiest CPU (here the load generator's and engine's).
 func equalLoad(ctx context.Context, o options, targets []target, stream bool, rate float64) {
+	if rate < 1 {
+		fmt.Printf("-- equal load: skipped, a target served %.1f req/s at saturation --\n", rate/o.load)
+		return
+	}
 	slice := o.duration / time.Duration(o.rounds)
 	schedule := poisson(rate, slice, 1)
 	fmt.Printf("-- equal load: %.0f req/s offered to every target (%.2f of the slowest proxy's saturated req/s), Poisson arrivals, open loop, %d connections --\n",
