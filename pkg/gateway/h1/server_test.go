@@ -1326,9 +1326,7 @@ func TestServerConcurrent(t *testing.T) {
 	c := newClient(t, func(tr *http.Transport) { tr.MaxIdleConnsPerHost = 8 })
 	var wg sync.WaitGroup
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 25 {
 				body := bytes.Repeat([]byte{byte('a' + g)}, 100*i+g)
 				resp, err := c.Post(ts.url("/"), "text/plain", bytes.NewReader(body))
@@ -1343,7 +1341,7 @@ func TestServerConcurrent(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if n := ts.accepts.Load(); n > 50 {
@@ -1524,9 +1522,7 @@ func TestServerConnectionChurn(t *testing.T) {
 	ts := startServer(t, pathHandler)
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 100 {
 				c, err := net.Dial("tcp", ts.addr)
 				if err != nil {
@@ -1545,7 +1541,7 @@ func TestServerConnectionChurn(t *testing.T) {
 				}
 				_ = c.Close()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	deadline := time.Now().Add(10 * time.Second)
