@@ -204,18 +204,10 @@ func run(ctx context.Context, o options) error {
 		for _, t := range targets {
 			_ = load(ctx, t.url, stream, o.concurrency, 500*time.Millisecond) // warm-up
 		}
-		acc := map[string]*samples{}
 		slice := o.duration / time.Duration(o.rounds)
-		for range o.rounds {
-			for _, t := range targets {
-				if acc[t.name] == nil {
-					acc[t.name] = &samples{}
-				}
-				before := cpuTicks(t.pids)
-				runLoad(ctx, t.url, stream, o.concurrency, slice, acc[t.name])
-				acc[t.name].cpuTicks += cpuTicks(t.pids) - before
-			}
-		}
+		acc := takeTurns(targets, o.rounds, func(t target, s *samples) {
+			runLoad(ctx, t.url, stream, o.concurrency, slice, s)
+		})
 		res := map[string]result{}
 		for _, t := range targets {
 			r := acc[t.name].result()
@@ -296,17 +288,9 @@ func equalLoad(ctx context.Context, o options, targets []target, stream bool, ra
 		warm := poisson(rate, 300*time.Millisecond, 2)
 		runRate(ctx, t.url, stream, warm, o.conns, &samples{})
 	}
-	acc := map[string]*samples{}
-	for range o.rounds {
-		for _, t := range targets {
-			if acc[t.name] == nil {
-				acc[t.name] = &samples{}
-			}
-			before := cpuTicks(t.pids)
-			runRate(ctx, t.url, stream, schedule, o.conns, acc[t.name])
-			acc[t.name].cpuTicks += cpuTicks(t.pids) - before
-		}
-	}
+	acc := takeTurns(targets, o.rounds, func(t target, s *samples) {
+		runRate(ctx, t.url, stream, schedule, o.conns, s)
+	})
 	res := map[string]result{}
 	for _, t := range targets {
 		a := acc[t.name]
@@ -329,6 +313,23 @@ func equalLoad(ctx context.Context, o options, targets []target, stream bool, ra
 		fmt.Printf("equal-load p99 added spillway/nginx = %s / %s (the load generator's own tail is in both: compare with direct's)\n",
 			(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
 	}
+}
+
+// takeTurns runs every target in turn, rounds times, adding each run's
+// samples and the proxy's CPU time to the target's.
+func takeTurns(targets []target, rounds int, run func(target, *samples)) map[string]*samples {
+	acc := map[string]*samples{}
+	for _, t := range targets {
+		acc[t.name] = &samples{}
+	}
+	for range rounds {
+		for _, t := range targets {
+			before := cpuTicks(t.pids)
+			run(t, acc[t.name])
+			acc[t.name].cpuTicks += cpuTicks(t.pids) - before
+		}
+	}
+	return acc
 }
 
 // poisson is the send times, from the start, of Poisson arrivals at rate
