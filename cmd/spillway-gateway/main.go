@@ -116,7 +116,7 @@ JSON list of {"namespace","name","model","endpoints":[{"address","pool","poolRan
 	fs.IntVar(&f.prefixBytes, "affinity-prefix-bytes", 256, "prompt bytes hashed for prefix affinity")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the balancer's random choices (0: from the clock)")
 	fs.StringVar(&f.gcHeadroom, "gc-headroom", "32Mi", `least growth of the heap between garbage collections: GOGC is raised while the live heap is small (0 or an explicit GOGC: the runtime's own)`)
-	fs.StringVar(&f.httpServer, "http-server", "spillway", "HTTP/1.1 server of the API: spillway (lean, Linux only; elsewhere net/http is used) or net/http")
+	fs.StringVar(&f.httpServer, "http-server", gateway.ServerEventLoop, "HTTP/1.1 server of the API: event-loop (event loops with a fast path for inference requests), goroutines (a goroutine per connection) or net/http; the first two run on Linux, elsewhere net/http serves")
 	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(kfs)
 	fs.AddGoFlagSet(kfs)
@@ -143,8 +143,8 @@ func validate(f *flags) error {
 	if f.endpointsFrom != "endpointslices" && f.endpointsFrom != "pods" {
 		errs = append(errs, fmt.Errorf("--endpoints-from must be endpointslices or pods, got %q", f.endpointsFrom))
 	}
-	if f.httpServer != "spillway" && f.httpServer != "net/http" {
-		errs = append(errs, fmt.Errorf("--http-server must be spillway or net/http, got %q", f.httpServer))
+	if f.httpServer != gateway.ServerEventLoop && f.httpServer != gateway.ServerGoroutines && f.httpServer != gateway.ServerNetHTTP {
+		errs = append(errs, fmt.Errorf("--http-server must be event-loop, goroutines or net/http, got %q", f.httpServer))
 	}
 	if f.domain == "" {
 		errs = append(errs, errors.New("--domain must not be empty"))
@@ -217,7 +217,7 @@ func run(ctx context.Context, f *flags) error {
 		ScrapeInterval: f.scrapeInterval,
 		Auth:           authn,
 		Log:            log,
-		NetHTTPServer:  f.httpServer == "net/http",
+		HTTPServer:     f.httpServer,
 	})
 
 	watchErr := make(chan error, 1)

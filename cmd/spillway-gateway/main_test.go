@@ -33,7 +33,7 @@ func freeAddr(t *testing.T) string {
 // on each HTTP server: health, metrics, a request, and a clean stop on
 // cancellation (SIGTERM).
 func TestBinary(t *testing.T) {
-	for _, server := range []string{"spillway", "net/http"} {
+	for _, server := range []string{"event-loop", "goroutines", "net/http"} {
 		t.Run(server, func(t *testing.T) { testBinary(t, server) })
 	}
 }
@@ -98,7 +98,7 @@ func testBinary(t *testing.T, server string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantType := map[string]string{"spillway": "application/json", "net/http": "text/plain; charset=utf-8"}[server]
+	wantType := map[string]string{"event-loop": "application/json", "goroutines": "application/json", "net/http": "text/plain; charset=utf-8"}[server]
 	if bad.StatusCode != 400 || bad.Header.Get("Content-Type") != wantType {
 		t.Errorf("malformed request: %d %q, want 400 %q", bad.StatusCode, bad.Header.Get("Content-Type"), wantType)
 	}

@@ -214,62 +214,88 @@ func (c *conn) readResponse(method string, req *http.Request) (*http.Response, *
 		if err != nil {
 			return nil, nil, err
 		}
-		s := string(head)
-		line, rest := nextLine(s)
-		proto, status, _ := strings.Cut(line, " ")
-		major, minor, ok := http.ParseHTTPVersion(proto)
-		if !ok || major != 1 {
-			return nil, nil, fmt.Errorf("h1: malformed status line %q", truncate(line))
-		}
-		if len(status) < 3 || len(status) > 3 && status[3] != ' ' {
-			return nil, nil, fmt.Errorf("h1: malformed status line %q", truncate(line))
-		}
-		code, err := strconv.Atoi(status[:3])
-		if err != nil || code < 100 {
-			return nil, nil, fmt.Errorf("h1: malformed status code in %q", truncate(line))
-		}
-		h, _, err := parseFields(rest, nil)
+		resp, f, err := parseResponseHead(string(head), method)
 		if err != nil {
-			return nil, nil, fmt.Errorf("h1: %w", err)
+			return nil, nil, err
 		}
-		if code < 200 && code != http.StatusSwitchingProtocols {
+		if resp == nil { // interim
 			continue
 		}
-		resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
-			Header: h, Request: req, ContentLength: -1}
-		resp.Close = closes(minor, h)
-		b := &body{c: c}
-		te, cl := h["Transfer-Encoding"], h["Content-Length"]
-		switch {
-		case method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
-			resp.ContentLength = 0
-			if n, err := strconv.ParseInt(first(cl), 10, 64); err == nil && method == http.MethodHead {
-				resp.ContentLength = n
-			}
-			b.done = true
-		case te != nil:
-			if !strings.EqualFold(te[len(te)-1], "chunked") {
-				resp.Close = true // other codings: read to the end of the connection
-				b.toEOF = true
-				break
-			}
-			delete(h, "Transfer-Encoding")
-			delete(h, "Content-Length")
-			resp.TransferEncoding = []string{"chunked"}
+		resp.Request = req
+		b := &body{c: c, remaining: f.remaining, toEOF: f.toEOF, done: f.done}
+		if f.chunked {
 			b.chunked = httputil.NewChunkedReader(c.br)
-		case cl != nil:
-			n, err := contentLength(cl)
-			if err != nil {
-				return nil, nil, fmt.Errorf("h1: %w", err)
-			}
-			resp.ContentLength, b.remaining = n, n
-			b.done = n == 0
-		default:
-			resp.Close = true
-			b.toEOF = true
 		}
 		return resp, b, nil
 	}
+}
+
+// respFraming is how an answer's body ends.
+type respFraming struct {
+	remaining int64 // Content-Length framing: the length
+	chunked   bool  // chunked framing
+	toEOF     bool  // ends with the connection
+	done      bool  // no body
+}
+
+// parseResponseHead parses an answer's head (status line and fields, with
+// its blank line) to a request of method. An interim (1xx) answer gives a
+// nil response and no error.
+func parseResponseHead(s, method string) (*http.Response, respFraming, error) {
+	var f respFraming
+	line, rest := nextLine(s)
+	proto, status, _ := strings.Cut(line, " ")
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok || major != 1 {
+		return nil, f, fmt.Errorf("h1: malformed status line %q", truncate(line))
+	}
+	if len(status) < 3 || len(status) > 3 && status[3] != ' ' {
+		return nil, f, fmt.Errorf("h1: malformed status line %q", truncate(line))
+	}
+	code, err := strconv.Atoi(status[:3])
+	if err != nil || code < 100 {
+		return nil, f, fmt.Errorf("h1: malformed status code in %q", truncate(line))
+	}
+	h, _, err := parseFields(rest, nil)
+	if err != nil {
+		return nil, f, fmt.Errorf("h1: %w", err)
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		return nil, f, nil
+	}
+	resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
+		Header: h, ContentLength: -1}
+	resp.Close = closes(minor, h)
+	te, cl := h["Transfer-Encoding"], h["Content-Length"]
+	switch {
+	case method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
+		resp.ContentLength = 0
+		if n, err := strconv.ParseInt(first(cl), 10, 64); err == nil && method == http.MethodHead {
+			resp.ContentLength = n
+		}
+		f.done = true
+	case te != nil:
+		if !strings.EqualFold(te[len(te)-1], "chunked") {
+			resp.Close = true // other codings: read to the end of the connection
+			f.toEOF = true
+			break
+		}
+		delete(h, "Transfer-Encoding")
+		delete(h, "Content-Length")
+		resp.TransferEncoding = []string{"chunked"}
+		f.chunked = true
+	case cl != nil:
+		n, err := contentLength(cl)
+		if err != nil {
+			return nil, f, fmt.Errorf("h1: %w", err)
+		}
+		resp.ContentLength, f.remaining = n, n
+		f.done = n == 0
+	default:
+		resp.Close = true
+		f.toEOF = true
+	}
+	return resp, f, nil
 }
 
 func first(vs []string) string {

@@ -118,10 +118,7 @@ func (s *Server) Serve(l net.Listener) error {
 		_ = l.Close()
 		return http.ErrServerClosed
 	}
-	if s.listeners == nil {
-		s.listeners = map[*net.Listener]struct{}{}
-		s.conns = map[*serverConn]struct{}{}
-	}
+	s.initLocked()
 	s.listeners[&l] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -152,6 +149,54 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go c.serve()
 	}
+}
+
+// initLocked makes the server's maps (s.mu held).
+func (s *Server) initLocked() {
+	if s.listeners == nil {
+		s.listeners = map[*net.Listener]struct{}{}
+	}
+	if s.conns == nil {
+		s.conns = map[*serverConn]struct{}{}
+	}
+}
+
+// ServeConn serves nc on a goroutine of its own, as if Serve had accepted
+// it; buffered is what was already read from it (the event loop hands a
+// connection over with the request it leaves to the handler). A closing
+// server closes nc.
+func (s *Server) ServeConn(nc net.Conn, buffered []byte) {
+	w, err := hangups()
+	if err != nil {
+		_ = nc.Close()
+		return
+	}
+	s.mu.Lock()
+	s.initLocked()
+	s.mu.Unlock()
+	c := s.newConn(nc, w)
+	if c == nil {
+		return // closing
+	}
+	if len(buffered) > 0 {
+		c.rd = &prefixReader{p: buffered, r: c.rd}
+	}
+	go c.serve()
+}
+
+// prefixReader reads p, then r.
+type prefixReader struct {
+	p []byte
+	r io.Reader
+}
+
+func (pr *prefixReader) Read(b []byte) (int, error) {
+	if len(pr.p) > 0 {
+		n := copy(b, pr.p)
+		pr.p = pr.p[n:]
+		return n, nil
+	}
+	return pr.r.Read(b)
 }
 
 // Shutdown stops accepting, closes idle connections, lets requests in flight
@@ -529,88 +574,16 @@ func headComplete(br *bufio.Reader) bool {
 
 // parse builds the request from its head.
 func (c *serverConn) parse(head string) (*http.Request, *reqBody, error) {
-	line, rest := nextLine(head)
-	method, line, ok1 := strings.Cut(line, " ")
-	target, proto, ok2 := strings.Cut(line, " ")
-	if !ok1 || !ok2 || method == "" || target == "" {
-		return nil, nil, badRequest("malformed request line %q", truncate(head))
-	}
-	if !validMethod(method) {
-		return nil, nil, badRequest("invalid method %q", method)
-	}
-	r := new(http.Request)
-	*r = c.template // carries the connection's context
-	r.Method, r.RequestURI, r.RemoteAddr, r.ProtoMajor = method, target, c.remote, 1
-	switch proto {
-	case "HTTP/1.1":
-		r.Proto, r.ProtoMinor = proto, 1
-	case "HTTP/1.0":
-		r.Proto = proto
-	default:
-		if len(proto) == 8 && strings.HasPrefix(proto, "HTTP/") && isDigit(proto[5]) && proto[6] == '.' && isDigit(proto[7]) {
-			return nil, nil, &requestError{status: http.StatusHTTPVersionNotSupported, msg: fmt.Sprintf("unsupported protocol version %q", proto)}
-		}
-		return nil, nil, badRequest("malformed protocol %q", proto)
-	}
-	u, err := parseTarget(method, target)
+	r, f, err := parseRequestHead(&c.template, c.remote, head)
 	if err != nil {
 		return nil, nil, err
 	}
-	r.URL = u
-
-	hosts := 0
-	h, host, err := parseFields(rest, &hosts)
-	if err != nil {
-		return nil, nil, badRequest("%v", err)
-	}
-	r.Header = h
-	switch {
-	case hosts > 1:
-		return nil, nil, badRequest("more than one Host header")
-	case hosts == 1:
-		if !httpguts.ValidHostHeader(host) {
-			return nil, nil, badRequest("invalid Host header %q", host)
-		}
-		r.Host = host
-	case r.ProtoMinor == 1:
-		return nil, nil, badRequest("missing required Host header")
-	}
-	if u.Host != "" { // absolute form: its host wins (RFC 9112 3.2.2)
-		if !httpguts.ValidHostHeader(u.Host) {
-			return nil, nil, badRequest("invalid host in request target %q", truncate(target))
-		}
-		r.Host = u.Host
-	}
-
-	r.Close = closes(r.ProtoMinor, h)
-
 	b := &c.body // the connection's, reused: a body is not read after its handler returned
-	*b = reqBody{c: c}
-	te, cl := h["Transfer-Encoding"], h["Content-Length"]
-	switch {
-	case te != nil && cl != nil:
-		return nil, nil, badRequest("both Transfer-Encoding and Content-Length")
-	case te != nil:
-		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") || r.ProtoMinor == 0 {
-			return nil, nil, &requestError{status: http.StatusNotImplemented, msg: fmt.Sprintf("unsupported Transfer-Encoding %q", strings.Join(te, ", "))}
-		}
+	*b = reqBody{c: c, remaining: f.remaining}
+	if f.chunked {
 		b.chunked = httputil.NewChunkedReader(c.br)
-		r.ContentLength = -1
-		r.TransferEncoding = []string{"chunked"}
-		delete(h, "Transfer-Encoding")
-	case cl != nil:
-		size, err := contentLength(cl)
-		if err != nil {
-			return nil, nil, badRequest("%v", err)
-		}
-		r.ContentLength, b.remaining = size, size
 	}
-	if e := h["Expect"]; e != nil {
-		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
-			return nil, nil, &requestError{status: http.StatusExpectationFailed, msg: fmt.Sprintf("unsupported expectation %q", strings.Join(e, ", "))}
-		}
-		b.expect = r.ProtoMinor == 1
-	}
+	b.expect = f.expect
 	if b.chunked == nil && b.remaining == 0 {
 		r.Body = http.NoBody
 		b.eof = true
@@ -618,6 +591,101 @@ func (c *serverConn) parse(head string) (*http.Request, *reqBody, error) {
 		r.Body = b
 	}
 	return r, b, nil
+}
+
+// reqFraming is how a request's body is framed.
+type reqFraming struct {
+	remaining int64 // Content-Length framing: the length
+	chunked   bool  // chunked framing
+	expect    bool  // Expect: 100-continue (HTTP/1.1)
+}
+
+// parseRequestHead builds a request (a copy of template, for its context)
+// from its head; the caller sets its Body. Malformed heads give a
+// *requestError.
+func parseRequestHead(template *http.Request, remote, head string) (*http.Request, reqFraming, error) {
+	var f reqFraming
+	line, rest := nextLine(head)
+	method, line, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(line, " ")
+	if !ok1 || !ok2 || method == "" || target == "" {
+		return nil, f, badRequest("malformed request line %q", truncate(head))
+	}
+	if !validMethod(method) {
+		return nil, f, badRequest("invalid method %q", method)
+	}
+	r := new(http.Request)
+	*r = *template // carries the connection's context
+	r.Method, r.RequestURI, r.RemoteAddr, r.ProtoMajor = method, target, remote, 1
+	switch proto {
+	case "HTTP/1.1":
+		r.Proto, r.ProtoMinor = proto, 1
+	case "HTTP/1.0":
+		r.Proto = proto
+	default:
+		if len(proto) == 8 && strings.HasPrefix(proto, "HTTP/") && isDigit(proto[5]) && proto[6] == '.' && isDigit(proto[7]) {
+			return nil, f, &requestError{status: http.StatusHTTPVersionNotSupported, msg: fmt.Sprintf("unsupported protocol version %q", proto)}
+		}
+		return nil, f, badRequest("malformed protocol %q", proto)
+	}
+	u, err := parseTarget(method, target)
+	if err != nil {
+		return nil, f, err
+	}
+	r.URL = u
+
+	hosts := 0
+	h, host, err := parseFields(rest, &hosts)
+	if err != nil {
+		return nil, f, badRequest("%v", err)
+	}
+	r.Header = h
+	switch {
+	case hosts > 1:
+		return nil, f, badRequest("more than one Host header")
+	case hosts == 1:
+		if !httpguts.ValidHostHeader(host) {
+			return nil, f, badRequest("invalid Host header %q", host)
+		}
+		r.Host = host
+	case r.ProtoMinor == 1:
+		return nil, f, badRequest("missing required Host header")
+	}
+	if u.Host != "" { // absolute form: its host wins (RFC 9112 3.2.2)
+		if !httpguts.ValidHostHeader(u.Host) {
+			return nil, f, badRequest("invalid host in request target %q", truncate(target))
+		}
+		r.Host = u.Host
+	}
+
+	r.Close = closes(r.ProtoMinor, h)
+
+	te, cl := h["Transfer-Encoding"], h["Content-Length"]
+	switch {
+	case te != nil && cl != nil:
+		return nil, f, badRequest("both Transfer-Encoding and Content-Length")
+	case te != nil:
+		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") || r.ProtoMinor == 0 {
+			return nil, f, &requestError{status: http.StatusNotImplemented, msg: fmt.Sprintf("unsupported Transfer-Encoding %q", strings.Join(te, ", "))}
+		}
+		f.chunked = true
+		r.ContentLength = -1
+		r.TransferEncoding = []string{"chunked"}
+		delete(h, "Transfer-Encoding")
+	case cl != nil:
+		size, err := contentLength(cl)
+		if err != nil {
+			return nil, f, badRequest("%v", err)
+		}
+		r.ContentLength, f.remaining = size, size
+	}
+	if e := h["Expect"]; e != nil {
+		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
+			return nil, f, &requestError{status: http.StatusExpectationFailed, msg: fmt.Sprintf("unsupported expectation %q", strings.Join(e, ", "))}
+		}
+		f.expect = r.ProtoMinor == 1
+	}
+	return r, f, nil
 }
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }

@@ -495,17 +495,23 @@ func (g *Gateway) forward(ctx context.Context, req *request) {
 		g.finish(svc, lastPool, 499, "client_gone", req.start)
 		return
 	}
+	g.noReplicaAnswered(req.w, req, lastPool, lastErr)
+}
+
+// noReplicaAnswered answers a request no replica answered: 504 when its
+// deadline passed, else 502 with the last failure.
+func (g *Gateway) noReplicaAnswered(w http.ResponseWriter, req *request, lastPool string, lastErr error) {
 	if req.expired() {
-		g.finish(svc, lastPool, http.StatusGatewayTimeout, "timeout", req.start)
-		wire.WriteError(req.w, http.StatusGatewayTimeout, "timeout", "the request timed out before a replica answered", 0)
+		g.finish(req.svc, lastPool, http.StatusGatewayTimeout, "timeout", req.start)
+		wire.WriteError(w, http.StatusGatewayTimeout, "timeout", "the request timed out before a replica answered", 0)
 		return
 	}
 	msg := "no replica of the service could be reached"
 	if lastErr != nil {
 		msg = fmt.Sprintf("%s: %v", msg, lastErr)
 	}
-	g.finish(svc, lastPool, http.StatusBadGateway, "upstream_unreachable", req.start)
-	wire.WriteError(req.w, http.StatusBadGateway, "upstream_unreachable", msg, 0)
+	g.finish(req.svc, lastPool, http.StatusBadGateway, "upstream_unreachable", req.start)
+	wire.WriteError(w, http.StatusBadGateway, "upstream_unreachable", msg, 0)
 }
 
 // retryable is a failure before the answer's first byte.
@@ -664,7 +670,14 @@ func (g *Gateway) upstreamFailed(req *request, up *upstream.Upstream, ep balance
 
 // commit sends the answer's status and headers.
 func (g *Gateway) commit(req *request, resp *http.Response) {
-	h := req.w.Header()
+	answerHeader(req.w.Header(), resp)
+	req.w.WriteHeader(resp.StatusCode)
+}
+
+// answerHeader fills h with the fields of the answer to the client: the
+// end-to-end ones of resp, a Content-Length when the body has a known
+// length and is not streamed.
+func answerHeader(h http.Header, resp *http.Response) {
 	copyHeaders(h, resp.Header)
 	switch v := h["Content-Length"]; {
 	case resp.ContentLength < 0 || isEventStream(resp.Header):
@@ -674,7 +687,6 @@ func (g *Gateway) commit(req *request, resp *http.Response) {
 	default:
 		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
-	req.w.WriteHeader(resp.StatusCode)
 }
 
 // sameLength reports whether the Content-Length field v says n (parsing
@@ -794,10 +806,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 			g.finishPM(svc, req.pm, ep.Pool, 499, "client_gone", req.start)
 			return errAnswered
 		}
-		reason, msg := "upstream_stream_broken", fmt.Sprintf("the replica failed during the stream: %v", err)
-		if errors.Is(err, context.DeadlineExceeded) || req.expired() {
-			reason, msg = "timeout", "the request timed out during the stream"
-		}
+		reason, msg := streamBroken(err, req.expired())
 		_ = cw.write(wire.ErrorEvent(reason, msg), true)
 		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
 			g.metrics.Ejections.WithLabelValues(labels...).Inc()
