@@ -1,0 +1,277 @@
+//go:build linux
+
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// proxyTo is a FastHandler that sends POST /fast/... to one upstream and
+// leaves everything else to the Server.
+type proxyTo struct {
+	addr string
+	mu   sync.Mutex
+	ends []error
+	body strings.Builder
+}
+
+func (p *proxyTo) StartFast(r *http.Request, body []byte) Exchange {
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/fast/") {
+		return nil
+	}
+	return &testExchange{p: p, req: &Request{Method: r.Method, Target: r.RequestURI, Host: p.addr, Body: body}}
+}
+
+func (p *proxyTo) endings() []error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]error(nil), p.ends...)
+}
+
+type testExchange struct {
+	p     *proxyTo
+	req   *Request
+	tried bool
+}
+
+func (x *testExchange) Next() (string, *Request, time.Time, bool) {
+	if x.tried {
+		return "", nil, time.Time{}, false
+	}
+	x.tried = true
+	return x.p.addr, x.req, time.Now().Add(5 * time.Second), true
+}
+func (x *testExchange) Failed(error) {}
+func (x *testExchange) Answer(resp *http.Response, h http.Header) bool {
+	for _, k := range []string{"Content-Type", "Content-Length", "X-Upstream"} {
+		if v, ok := resp.Header[k]; ok {
+			h[k] = v
+		}
+	}
+	if resp.ContentLength >= 0 {
+		h["Content-Length"] = []string{fmt.Sprint(resp.ContentLength)}
+	}
+	return false
+}
+func (x *testExchange) Body(p []byte) {
+	x.p.mu.Lock()
+	x.p.body.Write(p)
+	x.p.mu.Unlock()
+}
+func (x *testExchange) End(err error) []byte {
+	x.p.mu.Lock()
+	x.p.ends = append(x.p.ends, err)
+	x.p.mu.Unlock()
+	if err != nil {
+		return []byte("data: broken\n\n")
+	}
+	return nil
+}
+func (x *testExchange) Fail(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusBadGateway)
+	_, _ = w.Write([]byte("no upstream"))
+}
+
+// startLoop serves a Loop on 127.0.0.1 in front of upstream (a handler on
+// a real server whose connections are counted).
+func startLoop(t *testing.T, upstream http.HandlerFunc) (addr string, p *proxyTo, upConns *atomic.Int32) {
+	t.Helper()
+	if !LoopSupported() {
+		t.Skip("no epoll")
+	}
+	upConns = new(atomic.Int32)
+	ul, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := &http.Server{Handler: upstream, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			upConns.Add(1)
+		}
+	}}
+	go func() { _ = us.Serve(ul) }()
+	t.Cleanup(func() { _ = us.Close() })
+
+	p = &proxyTo{addr: ul.Addr().String()}
+	lp := &Loop{Fast: p, Server: &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "server %s %s %s", r.Method, r.URL.Path, b)
+	}), WriteTimeout: 500 * time.Millisecond}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- lp.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := lp.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return l.Addr().String(), p, upConns
+}
+
+func TestLoopFastPathReusesUpstreamsAndHandsOff(t *testing.T) {
+	addr, p, upConns := startLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "upstream %s %s", r.URL.Path, b)
+	})
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	post := func(path, body string) string {
+		t.Helper()
+		resp, err := client.Post("http://"+addr+path, "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i := range 20 {
+		if got, want := post("/fast/x", fmt.Sprint(i)), fmt.Sprintf("upstream /fast/x %d", i); got != want {
+			t.Fatalf("request %d: %q, want %q", i, got, want)
+		}
+	}
+	if n := upConns.Load(); n != 1 {
+		t.Errorf("20 requests in a row opened %d upstream connections, want 1 (kept alive)", n)
+	}
+	if n := len(p.endings()); n != 20 {
+		t.Errorf("%d exchanges ended, want 20", n)
+	}
+	// A request the fast path leaves goes to the Server, and the
+	// connection stays with it.
+	if got := post("/other", "a"); got != "server POST /other a" {
+		t.Errorf("left request: %q", got)
+	}
+	if got := post("/fast/y", "b"); got != "server POST /fast/y b" {
+		t.Errorf("after the hand-over: %q", got)
+	}
+}
+
+func TestLoopPipelinedRequestsAnsweredInOrder(t *testing.T) {
+	addr, _, _ := startLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fast/slow" {
+			time.Sleep(50 * time.Millisecond)
+		}
+		fmt.Fprint(w, r.URL.Path)
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "POST /fast/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
+		"POST /fast/quick HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/fast/slow", "/fast/quick"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Errorf("answer %q, want %q (in order)", b, want)
+		}
+	}
+}
+
+func TestLoopStreamsAndCancelsWhenTheClientLeaves(t *testing.T) {
+	upstreamGone := make(chan struct{})
+	addr, p, _ := startLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; ; i++ {
+			if _, err := fmt.Fprintf(w, "data: %d\n\n", i); err != nil {
+				break
+			}
+			w.(http.Flusher).Flush()
+			if r.URL.Path == "/fast/short" && i == 2 {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				close(upstreamGone)
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	// A whole stream: chunked through, decoded for the exchange.
+	resp, err := http.Post("http://"+addr+"/fast/short", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "data: 0\n\ndata: 1\n\ndata: 2\n\n"; string(b) != want || resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("stream %q (%v), want %q chunked", b, resp.TransferEncoding, want)
+	}
+	p.mu.Lock()
+	seen := p.body.String()
+	p.mu.Unlock()
+	if seen != "data: 0\n\ndata: 1\n\ndata: 2\n\n" {
+		t.Errorf("the exchange saw %q", seen)
+	}
+
+	// A client that leaves mid-stream cancels the upstream request.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("POST /fast/long HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case <-upstreamGone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not cancelled when the client left")
+	}
+	ends := p.endings()
+	if len(ends) != 2 || ends[0] != nil || !errors.Is(ends[1], ErrClientGone) {
+		t.Errorf("exchanges ended with %v, want [nil, ErrClientGone]", ends)
+	}
+}
+
+func TestLoopUpstreamBreaksMidStream(t *testing.T) {
+	addr, p, _ := startLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: 0\n\n")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection is cut
+	})
+	resp, err := http.Post("http://"+addr+"/fast/x", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "data: 0\n\ndata: broken\n\n" {
+		t.Errorf("got %q (%v): want the first event, then the exchange's last piece, properly ended", b, err)
+	}
+	if ends := p.endings(); len(ends) != 1 || ends[0] == nil || errors.Is(ends[0], ErrClientGone) {
+		t.Errorf("ended with %v, want the upstream's failure", ends)
+	}
+}
