@@ -238,7 +238,7 @@ func run(ctx context.Context, o options) error {
 				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
 		}
 		if n, ok := res["net/http"]; ok && n.cpuPerReq > 0 {
-			fmt.Printf("RATIO proxy CPU per request spillway/net-http-server = %.2f (h1.Server's saving)\n",
+			fmt.Printf("RATIO proxy CPU per request spillway/net-http-server = %.2f (the saving of the gateway's own HTTP servers)\n",
 				float64(s.cpuPerReq)/float64(n.cpuPerReq))
 		}
 		if o.load > 0 {
