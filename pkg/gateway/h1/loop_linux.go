@@ -138,26 +138,27 @@ func (lp *Loop) wake() {
 // evloop is one event loop: its epoll instance, the client connections it
 // accepted and its upstream connections.
 type evloop struct {
-	lp       *Loop
-	ep       int       // the epoll instance
-	idleWait int       // ms, doubled while the loop idles
-	yieldAt  time.Time // when the loop lets other goroutines run next
-	evfd     int       // eventfd: Shutdown and Close wake the loop
-	lfd      int       // the listening descriptor (shared by the loops)
-	events   []unix.EpollEvent
-	fds      map[int32]pollee
-	clients  map[*lconn]struct{}
-	idle     map[string][]*lup // idle upstream connections by address
-	addrs    map[string]unix.Sockaddr
-	rbuf     []byte // upstream reads
-	bw       *bufio.Writer
-	sw       sliceWriter
-	template http.Request
-	capture  captured
-	now      time.Time
-	sweepAt  time.Time // next look at deadlines (zero: nothing to look at)
-	closing  bool
-	listenOn bool
+	lp         *Loop
+	ep         int       // the epoll instance
+	idleWait   int       // ms, doubled while the loop idles
+	relistenAt time.Time // accepting pauses after an error until then
+	yieldAt    time.Time // when the loop lets other goroutines run next
+	evfd       int       // eventfd: Shutdown and Close wake the loop
+	lfd        int       // the listening descriptor (shared by the loops)
+	events     []unix.EpollEvent
+	fds        map[int32]pollee
+	clients    map[*lconn]struct{}
+	idle       map[string][]*lup // idle upstream connections by address
+	addrs      map[string]unix.Sockaddr
+	rbuf       []byte // upstream reads
+	bw         *bufio.Writer
+	sw         sliceWriter
+	template   http.Request
+	capture    captured
+	now        time.Time
+	sweepAt    time.Time // next look at deadlines (zero: nothing to look at)
+	closing    bool
+	listenOn   bool
 }
 
 type pollee interface{ handle(events uint32) }
@@ -277,6 +278,9 @@ func (el *evloop) run() {
 				return
 			}
 		}
+		if !el.listenOn && !el.closing && el.now.After(el.relistenAt) {
+			el.listenOn = el.ctl(unix.EPOLL_CTL_ADD, el.lfd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE) == nil
+		}
 		el.sweep()
 		if el.now.After(el.yieldAt) {
 			runtime.Gosched()
@@ -355,13 +359,10 @@ func (el *evloop) accept() {
 		case err != nil:
 			// Out of descriptors, most likely: stop listening until the
 			// next sweep rather than spin on a listener that stays ready.
-			el.lp.log().Error(os.NewSyscallError("accept4", err), "accepting a connection; pausing")
+			el.lp.log().Error(os.NewSyscallError("accept4", err), "accepting a connection; pausing for 100ms")
 			_ = el.ctl(unix.EPOLL_CTL_DEL, el.lfd, 0)
 			el.listenOn = false
-			go func() {
-				time.Sleep(100 * time.Millisecond)
-				el.wake()
-			}()
+			el.relistenAt = el.now.Add(100 * time.Millisecond)
 			return
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
@@ -488,7 +489,7 @@ func (c *lconn) process() {
 			c.close()
 			return
 		}
-		if c.headStart || c.bodyWait {
+		if c.headStart || c.bodyWait || c.rdeadline.IsZero() {
 			c.headStart, c.bodyWait = false, false
 			c.rdeadline = el.now.Add(lp.Server.idleTimeout())
 		}
