@@ -609,16 +609,7 @@ func (c *lconn) appendHead(status int, h http.Header) {
 	delete(h, "Trailer")
 	_, framed := h["Content-Length"]
 	c.chunkedOut = !framed && status != http.StatusNoContent && status != http.StatusNotModified
-	c.out = appendStatusLine(c.out, status)
-	if _, ok := h["Date"]; !ok {
-		c.out = append(c.out, "Date: "...)
-		c.out = append(c.out, httpDate()...)
-		c.out = append(c.out, "\r\n"...)
-	}
-	c.out = appendHeaders(c.out, h)
-	if c.chunkedOut {
-		c.out = append(c.out, "Transfer-Encoding: chunked\r\n"...)
-	}
+	c.out = appendResponseHead(c.out, status, h, c.chunkedOut)
 	if c.closeAfter || c.el.closing {
 		c.closeAfter = true
 		c.out = append(c.out, "Connection: close\r\n"...)

@@ -983,16 +983,7 @@ func (w *response) commit(final bool) {
 	default: // HTTP/1.0 and no length: the end of the connection ends the body
 		w.closeAfter = true
 	}
-	c.out = appendStatusLine(c.out, w.status)
-	if _, ok := h["Date"]; !ok {
-		c.out = append(c.out, "Date: "...)
-		c.out = append(c.out, httpDate()...)
-		c.out = append(c.out, "\r\n"...)
-	}
-	c.out = appendHeaders(c.out, h)
-	if w.chunked {
-		c.out = append(c.out, "Transfer-Encoding: chunked\r\n"...)
-	}
+	c.out = appendResponseHead(c.out, w.status, h, w.chunked)
 	switch {
 	case w.closeAfter:
 		c.out = append(c.out, "Connection: close\r\n"...)
@@ -1127,6 +1118,22 @@ func appendHeaders(b []byte, h http.Header) []byte {
 			}
 			b = append(b, "\r\n"...)
 		}
+	}
+	return b
+}
+
+// appendResponseHead appends the status line, a Date unless h has one, h's
+// fields and the chunked coding when asked (no blank line).
+func appendResponseHead(b []byte, status int, h http.Header, chunked bool) []byte {
+	b = appendStatusLine(b, status)
+	if _, ok := h["Date"]; !ok {
+		b = append(b, "Date: "...)
+		b = append(b, httpDate()...)
+		b = append(b, "\r\n"...)
+	}
+	b = appendHeaders(b, h)
+	if chunked {
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	return b
 }
