@@ -804,14 +804,12 @@ func (c *lconn) upstreamBroke(err error) {
 		c.appendBody(tail)
 	}
 	c.out = append(c.out, "0\r\n\r\n"...)
-	c.ex = nil
 	c.endExchange()
 }
 
-// closeAfterFlush closes once out is written.
+// closeAfterFlush closes once out is written (the exchange has ended).
 func (c *lconn) closeAfterFlush() {
 	c.closeAfter = true
-	c.ex, c.up = nil, nil
 	if !c.closed && !c.outBlocked {
 		c.close()
 	}
