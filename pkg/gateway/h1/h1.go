@@ -205,8 +205,10 @@ type Request struct {
 	// Transfer-Encoding, Connection and Trailer (the transport writes the
 	// ones it needs) and those Skip reports (nil: none).
 	Header http.Header
+	// Fields are sent like Header's (a request read by Loop has no map).
+	Fields []Field
 	Skip   func(name string) bool
-	// Extra fields follow Header's.
+	// Extra fields follow Header's and Fields.
 	Extra []Field
 	// Body is sent with its Content-Length (replayed as is on a retry).
 	Body []byte
@@ -224,8 +226,13 @@ func (r *Request) HTTPRequest(ctx context.Context, addr string) (*http.Request, 
 		return nil, err
 	}
 	for k, vs := range r.Header {
-		if !skipHeaders[k] && (r.Skip == nil || !r.Skip(k)) {
+		if !skipHeader(k) && (r.Skip == nil || !r.Skip(k)) {
 			out.Header[k] = vs[:len(vs):len(vs)]
+		}
+	}
+	for _, f := range r.Fields {
+		if !skipHeader(f.Name) && (r.Skip == nil || !r.Skip(f.Name)) {
+			out.Header.Add(f.Name, f.Value)
 		}
 	}
 	for _, f := range r.Extra {
@@ -476,8 +483,14 @@ func (b *body) release(complete bool) {
 	b.c.close()
 }
 
-// skipHeaders are written by writeRequest itself, or not at all.
-var skipHeaders = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true, "Trailer": true}
+// skipHeader reports the fields writeRequest writes itself, or not at all.
+func skipHeader(k string) bool {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Trailer":
+		return true
+	}
+	return false
+}
 
 // writeRequest writes r in HTTP/1.1 form: request line, Host, the header
 // fields, Content-Length, blank line, body. It is leaner than
@@ -495,13 +508,21 @@ func writeRequest(bw *bufio.Writer, r *Request) error {
 	bw.WriteString(r.Host)
 	bw.WriteString("\r\n")
 	for k, vs := range r.Header {
-		if skipHeaders[k] || r.Skip != nil && r.Skip(k) {
+		if skipHeader(k) || r.Skip != nil && r.Skip(k) {
 			continue
 		}
 		for _, v := range vs {
 			if err := writeField(bw, k, v); err != nil {
 				return err
 			}
+		}
+	}
+	for _, f := range r.Fields {
+		if skipHeader(f.Name) || r.Skip != nil && r.Skip(f.Name) {
+			continue
+		}
+		if err := writeField(bw, f.Name, f.Value); err != nil {
+			return err
 		}
 	}
 	for _, f := range r.Extra {

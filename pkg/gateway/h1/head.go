@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -67,47 +68,230 @@ func nextLine(s string) (line, rest string) {
 	return line, rest
 }
 
-// parseFields parses the header lines of s (after the start line, up to the
-// blank line) into a new Header. Keys are canonicalised; values keep their
-// order. With hosts set, Host fields are counted there and the first is
-// returned instead of going into the Header.
-func parseFields(s string, hosts *int) (h http.Header, host string, err error) {
-	n := strings.Count(s, "\n")
-	slab := make([]string, n) // the values of single-valued fields
-	h = make(http.Header, n)
+// fieldLine splits and checks one header line: its canonical name and its
+// value without the white space around it.
+func fieldLine(line string) (k, v string, err error) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return "", "", errors.New("obsolete header line folding")
+	}
+	k, v, ok := strings.Cut(line, ":")
+	if !ok || !httpguts.ValidHeaderFieldName(k) {
+		return "", "", fmt.Errorf("malformed header line %q", truncate(line))
+	}
+	v = trimOWS(v)
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return "", "", fmt.Errorf("invalid value of header %s", k)
+	}
+	return canonicalKey(k), v, nil
+}
+
+// scanFields parses the header lines of s (after the start line, up to the
+// blank line): the fields that frame the body or end the connection are
+// noted in hd, and field is called with every field but, when dropHost,
+// the Host ones (counted in hd).
+func scanFields(s string, hd *heading, dropHost bool, field func(k, v string)) error {
 	for {
 		var line string
 		line, s = nextLine(s)
 		if line == "" {
-			return h, host, nil
+			return nil
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, "", errors.New("obsolete header line folding")
+		k, v, err := fieldLine(line)
+		if err != nil {
+			return err
 		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || !httpguts.ValidHeaderFieldName(k) {
-			return nil, "", fmt.Errorf("malformed header line %q", truncate(line))
-		}
-		v = trimOWS(v)
-		if !httpguts.ValidHeaderFieldValue(v) {
-			return nil, "", fmt.Errorf("invalid value of header %s", k)
-		}
-		k = canonicalKey(k)
-		if hosts != nil && k == "Host" {
-			if *hosts == 0 {
-				host = v
-			}
-			*hosts++
+		if hd.note(k, v) && dropHost {
 			continue
 		}
+		field(k, v)
+	}
+}
+
+// parseFields parses the header lines of s into a new Header (see
+// scanFields). Values keep their order.
+func parseFields(s string, hd *heading, dropHost bool) (http.Header, error) {
+	n := strings.Count(s, "\n")
+	slab := make([]string, n) // the values of single-valued fields
+	h := make(http.Header, n)
+	err := scanFields(s, hd, dropHost, func(k, v string) {
 		if vs := h[k]; vs != nil {
 			h[k] = append(vs, v)
-			continue
+			return
 		}
 		slab[0] = v
 		h[k] = slab[:1:1]
 		slab = slab[1:]
+	})
+	if err != nil {
+		return nil, err
 	}
+	return h, nil
+}
+
+// heading is what a message head's fields say about its framing and its
+// connection, gathered while they are parsed: the rules that follow
+// (request and response) are the same for a header map and a field list.
+type heading struct {
+	host             string // the first Host
+	hosts            int
+	te, teLast       string // Transfer-Encoding: all values (", "-joined), the last
+	nte              int
+	cl               string // the first Content-Length
+	ncl              int
+	clConflict       bool // Content-Length values that differ
+	expect           string
+	nexpect          int
+	conn             string // Connection: all values (", "-joined)
+	close, keepAlive bool   // Connection tokens
+	connection       bool   // a Connection field is there
+}
+
+// note records k: v when it is one of the fields hd gathers, and reports
+// whether it is a Host field.
+func (hd *heading) note(k, v string) (host bool) {
+	switch k {
+	case "Host":
+		if hd.hosts == 0 {
+			hd.host = v
+		}
+		hd.hosts++
+		return true
+	case "Transfer-Encoding":
+		if hd.nte == 0 {
+			hd.te = v
+		} else {
+			hd.te += ", " + v
+		}
+		hd.teLast = v
+		hd.nte++
+	case "Content-Length":
+		if hd.ncl == 0 {
+			hd.cl = v
+		} else if v != hd.cl {
+			hd.clConflict = true
+		}
+		hd.ncl++
+	case "Expect":
+		if hd.nexpect == 0 {
+			hd.expect = v
+		} else {
+			hd.expect += ", " + v
+		}
+		hd.nexpect++
+	case "Connection":
+		if hd.connection {
+			hd.conn += ", " + v
+		} else {
+			hd.conn = v
+		}
+		hd.connection = true
+		for t := range strings.SplitSeq(v, ",") {
+			switch t = strings.TrimSpace(t); {
+			case strings.EqualFold(t, "close"):
+				hd.close = true
+			case strings.EqualFold(t, "keep-alive"):
+				hd.keepAlive = true
+			}
+		}
+	}
+	return false
+}
+
+// names reports whether the Connection fields name field k.
+func (hd *heading) names(k string) bool {
+	for t := range strings.SplitSeq(hd.conn, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), k) {
+			return true
+		}
+	}
+	return false
+}
+
+// closes reports whether a message of HTTP/1.minor ends its connection
+// (HTTP/1.0 keeps it only when asked to).
+func (hd *heading) closes(minor int) bool {
+	if minor == 0 {
+		return !hd.keepAlive
+	}
+	return hd.close
+}
+
+// contentLength parses the Content-Length fields (repeats must agree).
+func (hd *heading) contentLength() (int64, error) {
+	if hd.clConflict {
+		return 0, errors.New("conflicting Content-Length headers")
+	}
+	n, err := strconv.ParseUint(hd.cl, 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("invalid Content-Length %q", hd.cl)
+	}
+	return int64(n), nil
+}
+
+// request checks the fields of a request of HTTP/1.minor: its host (the
+// Host field's), its framing and its length (-1: chunked). Errors are
+// *requestError.
+func (hd *heading) request(minor int) (host string, f reqFraming, length int64, err error) {
+	switch {
+	case hd.hosts > 1:
+		return "", f, 0, badRequest("more than one Host header")
+	case hd.hosts == 1:
+		if !httpguts.ValidHostHeader(hd.host) {
+			return "", f, 0, badRequest("invalid Host header %q", hd.host)
+		}
+	case minor == 1:
+		return "", f, 0, badRequest("missing required Host header")
+	}
+	switch {
+	case hd.nte > 0 && hd.ncl > 0:
+		return "", f, 0, badRequest("both Transfer-Encoding and Content-Length")
+	case hd.nte > 0:
+		if hd.nte != 1 || !strings.EqualFold(hd.te, "chunked") || minor == 0 {
+			return "", f, 0, &requestError{status: http.StatusNotImplemented, msg: fmt.Sprintf("unsupported Transfer-Encoding %q", hd.te)}
+		}
+		f.chunked = true
+		length = -1
+	case hd.ncl > 0:
+		if length, err = hd.contentLength(); err != nil {
+			return "", f, 0, badRequest("%v", err)
+		}
+		f.remaining = length
+	}
+	if hd.nexpect > 0 {
+		if hd.nexpect != 1 || !strings.EqualFold(hd.expect, "100-continue") {
+			return "", f, 0, &requestError{status: http.StatusExpectationFailed, msg: fmt.Sprintf("unsupported expectation %q", hd.expect)}
+		}
+		f.expect = minor == 1
+	}
+	return hd.host, f, length, nil
+}
+
+// response gives the framing of an answer with status code to a request of
+// method, its length (-1: unknown) and whether it ends the connection.
+func (hd *heading) response(method string, code, minor int) (f respFraming, length int64, closes bool, err error) {
+	closes = hd.closes(minor)
+	switch {
+	case method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
+		if n, err := strconv.ParseInt(hd.cl, 10, 64); err == nil && method == http.MethodHead {
+			length = n
+		}
+		f.done = true
+	case hd.nte > 0:
+		if !strings.EqualFold(hd.teLast, "chunked") {
+			return respFraming{toEOF: true}, -1, true, nil // other codings: read to the end of the connection
+		}
+		f.chunked = true
+		length = -1
+	case hd.ncl > 0:
+		n, err := hd.contentLength()
+		if err != nil {
+			return f, 0, false, fmt.Errorf("h1: %w", err)
+		}
+		length, f.remaining, f.done = n, n, n == 0
+	default:
+		return respFraming{toEOF: true}, -1, true, nil
+	}
+	return f, length, closes, nil
 }
 
 // trimOWS trims the optional white space (SP, HTAB) around a field value.
@@ -176,30 +360,6 @@ func skipTrailer(br *bufio.Reader, limit int) error {
 	}
 }
 
-// closes reports whether a message of HTTP/1.minor with header h ends its
-// connection (HTTP/1.0 keeps it only when asked to).
-func closes(minor int, h http.Header) bool {
-	if minor == 0 {
-		return !hasToken(h["Connection"], "keep-alive")
-	}
-	return hasToken(h["Connection"], "close")
-}
-
-// contentLength parses the Content-Length fields of a message (repeats
-// must agree).
-func contentLength(cl []string) (int64, error) {
-	for _, v := range cl[1:] {
-		if v != cl[0] {
-			return 0, errors.New("conflicting Content-Length headers")
-		}
-	}
-	n, err := strconv.ParseUint(cl[0], 10, 63)
-	if err != nil {
-		return 0, fmt.Errorf("invalid Content-Length %q", cl[0])
-	}
-	return int64(n), nil
-}
-
 // maxResponseHead bounds an engine's status line and headers.
 const maxResponseHead = 64 << 10
 
@@ -238,69 +398,97 @@ type respFraming struct {
 	done      bool  // no body
 }
 
+// parseStatusLine parses an answer's status line: its protocol, its minor
+// version, its status ("200 OK") and code.
+func parseStatusLine(line string) (proto string, minor int, status string, code int, err error) {
+	proto, status, _ = strings.Cut(line, " ")
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	if !ok || major != 1 || len(status) < 3 || len(status) > 3 && status[3] != ' ' {
+		return "", 0, "", 0, fmt.Errorf("h1: malformed status line %q", truncate(line))
+	}
+	code, err = strconv.Atoi(status[:3])
+	if err != nil || code < 100 {
+		return "", 0, "", 0, fmt.Errorf("h1: malformed status code in %q", truncate(line))
+	}
+	return proto, minor, status, code, nil
+}
+
+// interim reports whether code is an interim answer's (skipped).
+func interim(code int) bool { return code < 200 && code != http.StatusSwitchingProtocols }
+
 // parseResponseHead parses an answer's head (status line and fields, with
 // its blank line) to a request of method. An interim (1xx) answer gives a
 // nil response and no error.
 func parseResponseHead(s, method string) (*http.Response, respFraming, error) {
-	var f respFraming
 	line, rest := nextLine(s)
-	proto, status, _ := strings.Cut(line, " ")
-	major, minor, ok := http.ParseHTTPVersion(proto)
-	if !ok || major != 1 {
-		return nil, f, fmt.Errorf("h1: malformed status line %q", truncate(line))
-	}
-	if len(status) < 3 || len(status) > 3 && status[3] != ' ' {
-		return nil, f, fmt.Errorf("h1: malformed status line %q", truncate(line))
-	}
-	code, err := strconv.Atoi(status[:3])
-	if err != nil || code < 100 {
-		return nil, f, fmt.Errorf("h1: malformed status code in %q", truncate(line))
-	}
-	h, _, err := parseFields(rest, nil)
+	proto, minor, status, code, err := parseStatusLine(line)
 	if err != nil {
-		return nil, f, fmt.Errorf("h1: %w", err)
+		return nil, respFraming{}, err
 	}
-	if code < 200 && code != http.StatusSwitchingProtocols {
-		return nil, f, nil
+	var hd heading
+	h, err := parseFields(rest, &hd, false)
+	if err != nil {
+		return nil, respFraming{}, fmt.Errorf("h1: %w", err)
 	}
-	resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: major, ProtoMinor: minor,
-		Header: h, ContentLength: -1}
-	resp.Close = closes(minor, h)
-	te, cl := h["Transfer-Encoding"], h["Content-Length"]
-	switch {
-	case method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified:
-		resp.ContentLength = 0
-		if n, err := strconv.ParseInt(first(cl), 10, 64); err == nil && method == http.MethodHead {
-			resp.ContentLength = n
-		}
-		f.done = true
-	case te != nil:
-		if !strings.EqualFold(te[len(te)-1], "chunked") {
-			resp.Close = true // other codings: read to the end of the connection
-			f.toEOF = true
-			break
-		}
+	if interim(code) {
+		return nil, respFraming{}, nil
+	}
+	f, length, closes, err := hd.response(method, code, minor)
+	if err != nil {
+		return nil, f, err
+	}
+	resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: 1, ProtoMinor: minor,
+		Header: h, ContentLength: length, Close: closes}
+	if f.chunked {
 		delete(h, "Transfer-Encoding")
 		delete(h, "Content-Length")
 		resp.TransferEncoding = []string{"chunked"}
-		f.chunked = true
-	case cl != nil:
-		n, err := contentLength(cl)
-		if err != nil {
-			return nil, f, fmt.Errorf("h1: %w", err)
-		}
-		resp.ContentLength, f.remaining = n, n
-		f.done = n == 0
-	default:
-		resp.Close = true
-		f.toEOF = true
 	}
 	return resp, f, nil
 }
 
-func first(vs []string) string {
-	if len(vs) == 0 {
-		return ""
+// parseAnswerHead parses an answer's head (see parseResponseHead) into a,
+// for the loop: no header map, and only the fields the loop passes on (see
+// Answer). interim: a 1xx answer, skipped.
+func parseAnswerHead(s, method string, a *Answer) (f respFraming, closes, interimAnswer bool, err error) {
+	line, rest := nextLine(s)
+	_, minor, _, code, err := parseStatusLine(line)
+	if err != nil {
+		return f, false, false, err
 	}
-	return vs[0]
+	var hd heading
+	a.Fields, a.ContentType = a.Fields[:0], ""
+	err = scanFields(rest, &hd, false, func(k, v string) {
+		if k == "Content-Type" && a.ContentType == "" {
+			a.ContentType = v
+		}
+		if !hopField(k) {
+			a.Fields = append(a.Fields, Field{k, v})
+		}
+	})
+	if err != nil {
+		return f, false, false, fmt.Errorf("h1: %w", err)
+	}
+	if interim(code) {
+		return f, false, true, nil
+	}
+	if f, a.ContentLength, closes, err = hd.response(method, code, minor); err != nil {
+		return f, false, false, err
+	}
+	if hd.connection { // the fields Connection names are hop-by-hop too
+		a.Fields = slices.DeleteFunc(a.Fields, func(f Field) bool { return hd.names(f.Name) })
+	}
+	a.Status = code
+	return f, closes, false, nil
+}
+
+// hopField reports the fields a proxy does not pass on as they are:
+// hop-by-hop ones (RFC 9110 7.6.1) and the framing, which it writes itself.
+func hopField(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
+		return true
+	}
+	return false
 }

@@ -15,11 +15,58 @@ import (
 // it never waits. The loop does the I/O: it reads the request, sends it to
 // the upstream the exchange names, and passes the answer back as it comes.
 type FastHandler interface {
-	// StartFast begins the exchange of r, whose body is read whole (r.Body
-	// is empty: the bytes are body, valid until the exchange ends). nil
-	// leaves the request — and its connection from then on — to the
-	// Loop's Server and its handler.
-	StartFast(r *http.Request, body []byte) Exchange
+	// StartFast begins the exchange of r (valid until the exchange
+	// ends). nil leaves the request — and its connection from then on —
+	// to the Loop's Server and its handler.
+	StartFast(r *Incoming) Exchange
+}
+
+// Incoming is a request read whole by the loop: no http.Request, URL or
+// header map is built for it. Its strings are parts of one string.
+type Incoming struct {
+	Method string
+	// Target is the request-target, in origin form (path and query).
+	Target string
+	// Path is Target's path (the loop takes no target with escapes).
+	Path string
+	// Host is the Host field's value.
+	Host       string
+	RemoteAddr string
+	// Minor is the protocol's minor version (HTTP/1.Minor).
+	Minor int
+	// Close: the client ends the connection after this request.
+	Close         bool
+	ContentLength int64
+	// Fields are the request's fields but Host, in their order, names in
+	// canonical form.
+	Fields []Field
+	// Body is the whole body.
+	Body []byte
+}
+
+// Get is the first value of the field named name (in canonical form), or "".
+func (r *Incoming) Get(name string) string {
+	for _, f := range r.Fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Answer is an upstream's answer head, as the loop passes it on.
+type Answer struct {
+	Status int
+	// ContentType is the Content-Type field's value.
+	ContentType string
+	// ContentLength is the body's length, -1 when unknown. The loop frames
+	// the body to the client with it, or chunked when it is -1 (which
+	// Exchange.Answer may set).
+	ContentLength int64
+	// Fields are the answer's end-to-end fields, names in canonical form:
+	// without the hop-by-hop ones (those Connection names too) and the
+	// framing (Content-Length, Transfer-Encoding), which the loop writes.
+	Fields []Field
 }
 
 // Exchange is one request on its way through the loop. The loop calls Next,
@@ -34,11 +81,11 @@ type Exchange interface {
 	// Failed reports that the upstream of the last Next failed before the
 	// first byte of its answer's body; the loop calls Next again.
 	Failed(err error)
-	// Answer gives the upstream's answer head; the exchange fills header
-	// with the fields to send the client (a Content-Length there frames
-	// the body with it, else the body is chunked). retry true: the answer
-	// is dropped (the exchange recorded why) and the loop calls Next.
-	Answer(resp *http.Response, header http.Header) (retry bool)
+	// Answer gives the upstream's answer head (valid during the call; the
+	// exchange may set its ContentLength to -1, and change its Fields).
+	// retry true: the answer is dropped (the exchange recorded why) and
+	// the loop calls Next.
+	Answer(a *Answer) (retry bool)
 	// Body is a piece of the answer's body (decoded from chunks), before
 	// the loop sends it on; p is valid during the call.
 	Body(p []byte)

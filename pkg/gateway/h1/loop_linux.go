@@ -153,7 +153,6 @@ type evloop struct {
 	rbuf       []byte // upstream reads
 	bw         *bufio.Writer
 	sw         sliceWriter
-	template   http.Request
 	capture    captured
 	now        time.Time
 	sweepAt    time.Time // next look at deadlines (zero: nothing to look at)
@@ -181,7 +180,6 @@ func newEvloop(lp *Loop, lfd int) (*evloop, error) {
 		fds: map[int32]pollee{}, clients: map[*lconn]struct{}{}, idle: map[string][]*lup{},
 		addrs: map[string]unix.Sockaddr{}, rbuf: make([]byte, 64<<10)}
 	el.bw = bufio.NewWriterSize(&el.sw, 4<<10)
-	el.template = *(&http.Request{}).WithContext(context.Background())
 	el.capture.header = http.Header{}
 	if err := el.ctl(unix.EPOLL_CTL_ADD, evfd, unix.EPOLLIN); err != nil {
 		el.closeFDs()
@@ -227,7 +225,8 @@ func (el *evloop) ctl(op, fd int, events uint32) error {
 func (el *evloop) wait() int {
 	ms := el.idleWait
 	if !el.sweepAt.IsZero() {
-		ms = min(ms, max(int(time.Until(el.sweepAt)/time.Millisecond), 0))
+		// Rounded up: a wait of 0 ms until the sweep would spin.
+		ms = min(ms, max(int((time.Until(el.sweepAt)+time.Millisecond-1)/time.Millisecond), 0))
 	}
 	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(el.ep),
 		uintptr(unsafe.Pointer(&el.events[0])), uintptr(len(el.events)), uintptr(ms), 0, 0)
@@ -402,8 +401,9 @@ type lconn struct {
 	reqEnd     int    // end of its request in in
 	upReq      []byte // the request as sent upstream (kept for a resend)
 	up         *lup
-	hdr        http.Header // the answer's fields, reused
-	headAt     int         // where the answer's head starts in out (-1: none built)
+	inc        Incoming // the request, reused
+	ans        Answer   // the answer's head, reused
+	headAt     int      // where the answer's head starts in out (-1: none built)
 	bodySent   bool        // a byte of the answer's body was passed on
 	chunkedOut bool
 
@@ -511,8 +511,9 @@ func (c *lconn) process() {
 		c.handoff()
 		return
 	}
-	r, f, err := parseRequestHead(&el.template, c.remote, string(c.in[start:end]))
-	if err != nil || f.chunked || f.expect || r.ProtoMinor == 0 || f.remaining > int64(lp.maxFastBody()) {
+	r := &c.inc
+	f, err := parseIncoming(r, c.remote, string(c.in[start:end]))
+	if err != nil || f.chunked || f.expect || r.Minor == 0 || f.remaining > int64(lp.maxFastBody()) {
 		c.handoff() // the server answers or serves it
 		return
 	}
@@ -525,8 +526,8 @@ func (c *lconn) process() {
 		return
 	}
 	c.headStart, c.bodyWait = false, false
-	r.Body = http.NoBody
-	ex := lp.Fast.StartFast(r, c.in[end:reqEnd:reqEnd])
+	r.Body = c.in[end:reqEnd:reqEnd]
+	ex := lp.Fast.StartFast(r)
 	if ex == nil {
 		c.handoff()
 		return
@@ -594,22 +595,52 @@ func (c *lconn) answerFailure() {
 	if w.status == 0 {
 		w.status = http.StatusBadGateway
 	}
+	delete(w.header, "Connection")
+	delete(w.header, "Transfer-Encoding")
+	delete(w.header, "Trailer")
 	w.header["Content-Length"] = []string{strconv.Itoa(len(w.body))}
 	c.dropHead()
-	c.appendHead(w.status, w.header)
+	c.headAt = len(c.out)
+	c.chunkedOut = false
+	c.out = appendResponseHead(c.out, w.status, w.header, false)
+	c.endHead()
 	c.out = append(c.out, w.body...)
 	c.endExchange()
 }
 
-// appendHead puts the answer's status line and fields in out.
-func (c *lconn) appendHead(status int, h http.Header) {
+// appendAnswer puts the head of the upstream's answer in out: its status
+// line and fields, and its framing.
+func (c *lconn) appendAnswer(a *Answer) {
 	c.headAt = len(c.out)
-	delete(h, "Connection")
-	delete(h, "Transfer-Encoding")
-	delete(h, "Trailer")
-	_, framed := h["Content-Length"]
-	c.chunkedOut = !framed && status != http.StatusNoContent && status != http.StatusNotModified
-	c.out = appendResponseHead(c.out, status, h, c.chunkedOut)
+	b := appendStatusLine(c.out, a.Status)
+	date := false
+	for _, f := range a.Fields {
+		date = date || f.Name == "Date"
+		b = appendField(b, f.Name, f.Value)
+	}
+	if !date {
+		b = append(b, "Date: "...)
+		b = append(b, httpDate()...)
+		b = append(b, "\r\n"...)
+	}
+	c.chunkedOut = false
+	switch {
+	case a.Status == http.StatusNoContent || a.Status == http.StatusNotModified:
+	case a.ContentLength >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, a.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	default:
+		c.chunkedOut = true
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
+	c.out = b
+	c.endHead()
+}
+
+// endHead ends the answer's head: Connection: close when the connection
+// ends after it, and the blank line.
+func (c *lconn) endHead() {
 	if c.closeAfter || c.el.closing {
 		c.closeAfter = true
 		c.out = append(c.out, "Connection: close\r\n"...)
@@ -1047,28 +1078,23 @@ func (u *lup) readable() {
 				}
 				return
 			}
-			resp, f, err := parseResponseHead(string(u.in[start:end]), c.req.Method)
+			f, closes, interim, err := parseAnswerHead(string(u.in[start:end]), c.req.Method, &c.ans)
 			if err != nil {
 				c.upstreamBroke(err)
 				return
 			}
-			if resp == nil { // interim answer
+			if interim {
 				u.in = u.in[:copy(u.in, u.in[end:])]
 				continue
 			}
-			u.headDone, u.f, u.keep = true, f, !resp.Close
-			if c.hdr == nil {
-				c.hdr = make(http.Header, 8)
-			} else {
-				clear(c.hdr)
-			}
-			if c.ex.Answer(resp, c.hdr) { // retried elsewhere: this answer is dropped with its connection
+			u.headDone, u.f, u.keep = true, f, !closes
+			if c.ex.Answer(&c.ans) { // retried elsewhere: this answer is dropped with its connection
 				c.up = nil
 				u.close()
 				c.attempt()
 				return
 			}
-			c.appendHead(resp.StatusCode, c.hdr)
+			c.appendAnswer(&c.ans)
 			p = u.in[end:]
 			break
 		}

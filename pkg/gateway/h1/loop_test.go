@@ -26,11 +26,11 @@ type proxyTo struct {
 	body strings.Builder
 }
 
-func (p *proxyTo) StartFast(r *http.Request, body []byte) Exchange {
-	if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/fast/") {
+func (p *proxyTo) StartFast(r *Incoming) Exchange {
+	if r.Method != http.MethodPost || !strings.HasPrefix(r.Path, "/fast/") {
 		return nil
 	}
-	return &testExchange{p: p, req: &Request{Method: r.Method, Target: r.RequestURI, Host: p.addr, Body: body}}
+	return &testExchange{p: p, req: &Request{Method: r.Method, Target: r.Target, Host: p.addr, Fields: r.Fields, Body: r.Body}}
 }
 
 func (p *proxyTo) endings() []error {
@@ -53,17 +53,7 @@ func (x *testExchange) Next() (string, *Request, time.Time, bool) {
 	return x.p.addr, x.req, time.Now().Add(5 * time.Second), true
 }
 func (x *testExchange) Failed(error) {}
-func (x *testExchange) Answer(resp *http.Response, h http.Header) bool {
-	for _, k := range []string{"Content-Type", "Content-Length", "X-Upstream"} {
-		if v, ok := resp.Header[k]; ok {
-			h[k] = v
-		}
-	}
-	if resp.ContentLength >= 0 {
-		h["Content-Length"] = []string{fmt.Sprint(resp.ContentLength)}
-	}
-	return false
-}
+func (x *testExchange) Answer(a *Answer) bool { return false }
 func (x *testExchange) Body(p []byte) {
 	x.p.mu.Lock()
 	x.p.body.Write(p)

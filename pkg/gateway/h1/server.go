@@ -600,92 +600,102 @@ type reqFraming struct {
 	expect    bool  // Expect: 100-continue (HTTP/1.1)
 }
 
-// parseRequestHead builds a request (a copy of template, for its context)
-// from its head; the caller sets its Body. Malformed heads give a
-// *requestError.
-func parseRequestHead(template *http.Request, remote, head string) (*http.Request, reqFraming, error) {
-	var f reqFraming
+// parseRequestLine parses a request's first line; rest is the head after it.
+func parseRequestLine(head string) (method, target, proto string, minor int, rest string, err error) {
 	line, rest := nextLine(head)
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || method == "" || target == "" {
-		return nil, f, badRequest("malformed request line %q", truncate(head))
+		return "", "", "", 0, "", badRequest("malformed request line %q", truncate(head))
 	}
 	if !validMethod(method) {
-		return nil, f, badRequest("invalid method %q", method)
+		return "", "", "", 0, "", badRequest("invalid method %q", method)
 	}
-	r := new(http.Request)
-	*r = *template // carries the connection's context
-	r.Method, r.RequestURI, r.RemoteAddr, r.ProtoMajor = method, target, remote, 1
 	switch proto {
 	case "HTTP/1.1":
-		r.Proto, r.ProtoMinor = proto, 1
+		minor = 1
 	case "HTTP/1.0":
-		r.Proto = proto
 	default:
 		if len(proto) == 8 && strings.HasPrefix(proto, "HTTP/") && isDigit(proto[5]) && proto[6] == '.' && isDigit(proto[7]) {
-			return nil, f, &requestError{status: http.StatusHTTPVersionNotSupported, msg: fmt.Sprintf("unsupported protocol version %q", proto)}
+			return "", "", "", 0, "", &requestError{status: http.StatusHTTPVersionNotSupported, msg: fmt.Sprintf("unsupported protocol version %q", proto)}
 		}
-		return nil, f, badRequest("malformed protocol %q", proto)
+		return "", "", "", 0, "", badRequest("malformed protocol %q", proto)
+	}
+	return method, target, proto, minor, rest, nil
+}
+
+// parseRequestHead builds a request (a copy of template, for its context)
+// from its head; the caller sets its Body. Malformed heads give a
+// *requestError.
+func parseRequestHead(template *http.Request, remote, head string) (*http.Request, reqFraming, error) {
+	method, target, proto, minor, rest, err := parseRequestLine(head)
+	if err != nil {
+		return nil, reqFraming{}, err
 	}
 	u, err := parseTarget(method, target)
 	if err != nil {
-		return nil, f, err
+		return nil, reqFraming{}, err
 	}
-	r.URL = u
-
-	hosts := 0
-	h, host, err := parseFields(rest, &hosts)
+	var hd heading
+	h, err := parseFields(rest, &hd, true)
 	if err != nil {
-		return nil, f, badRequest("%v", err)
+		return nil, reqFraming{}, badRequest("%v", err)
 	}
-	r.Header = h
-	switch {
-	case hosts > 1:
-		return nil, f, badRequest("more than one Host header")
-	case hosts == 1:
-		if !httpguts.ValidHostHeader(host) {
-			return nil, f, badRequest("invalid Host header %q", host)
-		}
-		r.Host = host
-	case r.ProtoMinor == 1:
-		return nil, f, badRequest("missing required Host header")
+	host, f, length, err := hd.request(minor)
+	if err != nil {
+		return nil, f, err
 	}
 	if u.Host != "" { // absolute form: its host wins (RFC 9112 3.2.2)
 		if !httpguts.ValidHostHeader(u.Host) {
 			return nil, f, badRequest("invalid host in request target %q", truncate(target))
 		}
-		r.Host = u.Host
+		host = u.Host
 	}
-
-	r.Close = closes(r.ProtoMinor, h)
-
-	te, cl := h["Transfer-Encoding"], h["Content-Length"]
-	switch {
-	case te != nil && cl != nil:
-		return nil, f, badRequest("both Transfer-Encoding and Content-Length")
-	case te != nil:
-		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") || r.ProtoMinor == 0 {
-			return nil, f, &requestError{status: http.StatusNotImplemented, msg: fmt.Sprintf("unsupported Transfer-Encoding %q", strings.Join(te, ", "))}
-		}
-		f.chunked = true
-		r.ContentLength = -1
+	r := new(http.Request)
+	*r = *template // carries the connection's context
+	r.Method, r.RequestURI, r.RemoteAddr, r.URL, r.Header, r.Host = method, target, remote, u, h, host
+	r.Proto, r.ProtoMajor, r.ProtoMinor = proto, 1, minor
+	r.Close, r.ContentLength = hd.closes(minor), length
+	if f.chunked {
 		r.TransferEncoding = []string{"chunked"}
 		delete(h, "Transfer-Encoding")
-	case cl != nil:
-		size, err := contentLength(cl)
-		if err != nil {
-			return nil, f, badRequest("%v", err)
-		}
-		r.ContentLength, f.remaining = size, size
-	}
-	if e := h["Expect"]; e != nil {
-		if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
-			return nil, f, &requestError{status: http.StatusExpectationFailed, msg: fmt.Sprintf("unsupported expectation %q", strings.Join(e, ", "))}
-		}
-		f.expect = r.ProtoMinor == 1
 	}
 	return r, f, nil
+}
+
+// errNotFast: a request the loop leaves to Server (which serves or
+// refuses it): not in origin form, or with escapes in its path.
+var errNotFast = errors.New("h1: not for the loop")
+
+// parseIncoming parses a request's head into in, for the loop: no
+// http.Request, URL or header map. Requests whose target is not a plain
+// origin-form path give errNotFast.
+func parseIncoming(in *Incoming, remote, head string) (reqFraming, error) {
+	method, target, _, minor, rest, err := parseRequestLine(head)
+	if err != nil {
+		return reqFraming{}, err
+	}
+	if target[0] != '/' || hasAnyByte(target, "%#") {
+		return reqFraming{}, errNotFast
+	}
+	for i := 0; i < len(target); i++ {
+		if target[i] <= ' ' || target[i] == 0x7f {
+			return reqFraming{}, errNotFast
+		}
+	}
+	var hd heading
+	fields := in.Fields[:0]
+	if err := scanFields(rest, &hd, true, func(k, v string) { fields = append(fields, Field{k, v}) }); err != nil {
+		return reqFraming{}, badRequest("%v", err)
+	}
+	host, f, length, err := hd.request(minor)
+	if err != nil {
+		return f, err
+	}
+	path, _, _ := strings.Cut(target, "?")
+	*in = Incoming{Method: method, Target: target, Path: path, Host: host, RemoteAddr: remote, Minor: minor,
+		Close: hd.closes(minor), ContentLength: length, Fields: fields}
+	return f, nil
 }
 
 func isDigit(b byte) bool { return '0' <= b && b <= '9' }
@@ -1087,6 +1097,9 @@ func (w *response) EnableFullDuplex() error { return nil }
 var statusLines sync.Map // int -> string
 
 func appendStatusLine(b []byte, code int) []byte {
+	if code == http.StatusOK {
+		return append(b, "HTTP/1.1 200 OK\r\n"...)
+	}
 	if v, ok := statusLines.Load(code); ok {
 		return append(b, v.(string)...)
 	}
@@ -1103,23 +1116,28 @@ func appendStatusLine(b []byte, code int) []byte {
 // values become spaces (no response splitting).
 func appendHeaders(b []byte, h http.Header) []byte {
 	for k, vs := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			continue
-		}
 		for _, v := range vs {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			start := len(b)
-			b = append(b, v...)
-			for i := start; i < len(b); i++ {
-				if b[i] == '\r' || b[i] == '\n' {
-					b[i] = ' '
-				}
-			}
-			b = append(b, "\r\n"...)
+			b = appendField(b, k, v)
 		}
 	}
 	return b
+}
+
+// appendField writes one field as appendHeaders does.
+func appendField(b []byte, k, v string) []byte {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return b
+	}
+	b = append(b, k...)
+	b = append(b, ": "...)
+	start := len(b)
+	b = append(b, v...)
+	for i := start; i < len(b); i++ {
+		if b[i] == '\r' || b[i] == '\n' {
+			b[i] = ' '
+		}
+	}
+	return append(b, "\r\n"...)
 }
 
 // appendResponseHead appends the status line, a Date unless h has one, h's

@@ -64,11 +64,11 @@ type exchange struct {
 }
 
 // StartFast implements h1.FastHandler.
-func (g *Gateway) StartFast(r *http.Request, body []byte) h1.Exchange {
+func (g *Gateway) StartFast(r *h1.Incoming) h1.Exchange {
 	if _, ok := g.transport.(*h1.Transport); !ok {
 		return nil // the loop speaks h1 to the engines; other transports go through ServeHTTP
 	}
-	switch r.URL.Path {
+	switch r.Path {
 	case wire.PathChatCompletions, wire.PathCompletions, wire.PathEmbeddings:
 	default:
 		return nil
@@ -88,7 +88,7 @@ func (g *Gateway) StartFast(r *http.Request, body []byte) h1.Exchange {
 		status, code = http.StatusRequestEntityTooLarge, "request_too_large"
 	}
 	if routeErr == nil {
-		if parsed, routeErr = wire.Parse(body, g.cfg.PrefixBytes); routeErr != nil {
+		if parsed, routeErr = wire.Parse(r.Body, g.cfg.PrefixBytes); routeErr != nil {
 			status, code = http.StatusBadRequest, "invalid_json"
 		}
 	}
@@ -102,11 +102,11 @@ func (g *Gateway) StartFast(r *http.Request, body []byte) h1.Exchange {
 	}
 	x := exchanges.Get().(*exchange)
 	x.g = g
-	x.req = request{r: r, body: body, start: start, ready: start}
+	x.req = request{in: r, body: r.Body, start: start, ready: start}
 	x.tried = addrSet(x.triedBuf[:0])
 	x.length = -1
 	if g.auth != nil {
-		if _, err := g.auth.Check(r.Header.Get("Authorization"), start); err != nil {
+		if _, err := g.auth.Check(r.Get("Authorization"), start); err != nil {
 			if errors.Is(err, auth.ErrRateLimited) {
 				x.reject(http.StatusTooManyRequests, "rate_limit_exceeded", err.Error(), 1)
 			} else {
@@ -189,13 +189,15 @@ func (x *exchange) Failed(err error) {
 }
 
 // Answer implements h1.Exchange.
-func (x *exchange) Answer(resp *http.Response, h http.Header) bool {
-	if isRetryableStatus(resp.StatusCode) && !x.req.noRetry {
-		x.Failed(fmt.Errorf("replica %s answered %s", x.ep.Address, resp.Status))
+func (x *exchange) Answer(a *h1.Answer) bool {
+	if isRetryableStatus(a.Status) && !x.req.noRetry {
+		x.Failed(fmt.Errorf("replica %s answered %d %s", x.ep.Address, a.Status, http.StatusText(a.Status)))
 		return true
 	}
-	x.status, x.stream, x.length = resp.StatusCode, isEventStream(resp.Header), resp.ContentLength
-	answerHeader(h, resp)
+	x.status, x.stream, x.length = a.Status, isEventStreamType(a.ContentType), a.ContentLength
+	if x.stream {
+		a.ContentLength = -1 // streamed: chunked to the client
+	}
 	return false
 }
 

@@ -252,6 +252,7 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request) {
 type request struct {
 	w       http.ResponseWriter
 	r       *http.Request
+	in      *h1.Incoming // on the loop, instead of w and r
 	body    []byte
 	parsed  wire.Request
 	svc     *routing.Service
@@ -600,25 +601,46 @@ func (g *Gateway) attempt(ctx context.Context, req *request, ep balancer.Endpoin
 // fields, which are set anew. The Host is the replica's address: the
 // upstream URL comes from the routing table only (no open proxying).
 func (g *Gateway) outgoing(req *request, addr string) *h1.Request {
+	if in := req.in; in != nil {
+		var prior, named []string
+		for _, f := range in.Fields {
+			switch f.Name {
+			case "X-Forwarded-For":
+				prior = append(prior, f.Value)
+			case "Connection":
+				named = append(named, f.Value)
+			}
+		}
+		req.out = h1.Request{Method: in.Method, Target: in.Target, Host: addr, Fields: in.Fields, Body: req.body}
+		g.forwarded(req, in.RemoteAddr, in.Host, prior, named)
+		return &req.out
+	}
 	in := req.r
 	target := in.RequestURI
 	if !strings.HasPrefix(target, "/") { // absolute-form: sent in origin form
 		target = in.URL.RequestURI()
 	}
+	req.out = h1.Request{Method: in.Method, Target: target, Host: addr, Header: in.Header, Body: req.body}
+	g.forwarded(req, in.RemoteAddr, in.Host, in.Header["X-Forwarded-For"], in.Header["Connection"])
+	return &req.out
+}
+
+// forwarded sets the fields of req.out the gateway adds (X-Forwarded-*)
+// and the client's it does not forward: see skipField, and the ones its
+// Connection fields (named) name.
+func (g *Gateway) forwarded(req *request, remote, host string, prior, named []string) {
 	extra := req.extra[:0]
-	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+	if ip, _, err := net.SplitHostPort(remote); err == nil {
+		if len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
 		extra = append(extra, h1.Field{Name: "X-Forwarded-For", Value: ip})
 	}
-	extra = append(extra, h1.Field{Name: "X-Forwarded-Host", Value: in.Host}, h1.Field{Name: "X-Forwarded-Proto", Value: "http"})
-	skip := g.skip
-	if named := in.Header["Connection"]; len(named) > 0 {
-		skip = connectionSkip(skip, named)
+	req.out.Extra = append(extra, h1.Field{Name: "X-Forwarded-Host", Value: host}, h1.Field{Name: "X-Forwarded-Proto", Value: "http"})
+	req.out.Skip = g.skip
+	if len(named) > 0 {
+		req.out.Skip = connectionSkip(g.skip, named)
 	}
-	req.out = h1.Request{Method: in.Method, Target: target, Host: addr, Header: in.Header, Skip: skip, Extra: extra, Body: req.body}
-	return &req.out
 }
 
 // skipField reports the client's fields not forwarded (see outgoing).
@@ -650,8 +672,11 @@ func connectionSkip(skip func(string) bool, connection []string) func(string) bo
 // canonicalisation.
 func isEventStream(h http.Header) bool {
 	ct := h["Content-Type"]
-	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
+	return len(ct) > 0 && isEventStreamType(ct[0])
 }
+
+// isEventStreamType reports whether a Content-Type is server-sent events'.
+func isEventStreamType(ct string) bool { return strings.HasPrefix(ct, "text/event-stream") }
 
 func isRetryableStatus(code int) bool {
 	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
@@ -659,7 +684,7 @@ func isRetryableStatus(code int) bool {
 
 // upstreamFailed records a replica failure before the first byte.
 func (g *Gateway) upstreamFailed(req *request, up *upstream.Upstream, ep balancer.Endpoint, err error) error {
-	if req.r.Context().Err() == nil { // the client leaving is not the replica's fault
+	if req.r == nil || req.r.Context().Err() == nil { // the client leaving is not the replica's fault (the loop reports it otherwise)
 		if up.Failure(g.cfg.Outlier, g.clock.Now()) {
 			g.metrics.Ejections.WithLabelValues(req.svc.Namespace, req.svc.Name, ep.Pool).Inc()
 			g.log.Info("replica ejected after consecutive failures", "service", req.svc.Key(), "address", ep.Address, "pool", ep.Pool)
