@@ -404,7 +404,7 @@ type lconn struct {
 	inc        Incoming // the request, reused
 	ans        Answer   // the answer's head, reused
 	headAt     int      // where the answer's head starts in out (-1: none built)
-	bodySent   bool        // a byte of the answer's body was passed on
+	bodySent   bool     // a byte of the answer's body was passed on
 	chunkedOut bool
 
 	closeAfter bool

@@ -52,7 +52,7 @@ func (x *testExchange) Next() (string, *Request, time.Time, bool) {
 	x.tried = true
 	return x.p.addr, x.req, time.Now().Add(5 * time.Second), true
 }
-func (x *testExchange) Failed(error) {}
+func (x *testExchange) Failed(error)          {}
 func (x *testExchange) Answer(a *Answer) bool { return false }
 func (x *testExchange) Body(p []byte) {
 	x.p.mu.Lock()
