@@ -501,41 +501,11 @@ func writeRequest(bw *bufio.Writer, r *Request) error {
 	if r.stream != nil {
 		length = r.length
 	}
-	bw.WriteString(r.Method)
-	bw.WriteByte(' ')
-	bw.WriteString(r.Target)
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(r.Host)
-	bw.WriteString("\r\n")
-	for k, vs := range r.Header {
-		if skipHeader(k) || r.Skip != nil && r.Skip(k) {
-			continue
-		}
-		for _, v := range vs {
-			if err := writeField(bw, k, v); err != nil {
-				return err
-			}
-		}
+	head, err := appendRequestHead(bw.AvailableBuffer(), r, length)
+	if err != nil {
+		return err
 	}
-	for _, f := range r.Fields {
-		if skipHeader(f.Name) || r.Skip != nil && r.Skip(f.Name) {
-			continue
-		}
-		if err := writeField(bw, f.Name, f.Value); err != nil {
-			return err
-		}
-	}
-	for _, f := range r.Extra {
-		if err := writeField(bw, f.Name, f.Value); err != nil {
-			return err
-		}
-	}
-	if length > 0 || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), length, 10))
-		bw.WriteString("\r\n")
-	}
-	bw.WriteString("\r\n")
+	_, _ = bw.Write(head)
 	if r.stream == nil {
 		_, err := bw.Write(r.Body)
 		return err
@@ -546,6 +516,47 @@ func writeRequest(bw *bufio.Writer, r *Request) error {
 		return fmt.Errorf("sending the request body (%d of %d bytes): %w", n, length, err)
 	}
 	return nil
+}
+
+// appendRequestHead appends r's head (see writeRequest), for a body of
+// length bytes.
+func appendRequestHead(b []byte, r *Request, length int64) ([]byte, error) {
+	b = append(b, r.Method...)
+	b = append(b, ' ')
+	b = append(b, r.Target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, r.Host...)
+	b = append(b, "\r\n"...)
+	var err error
+	for k, vs := range r.Header {
+		if skipHeader(k) || r.Skip != nil && r.Skip(k) {
+			continue
+		}
+		for _, v := range vs {
+			if b, err = appendCheckedField(b, k, v); err != nil {
+				return b, err
+			}
+		}
+	}
+	for _, f := range r.Fields {
+		if skipHeader(f.Name) || r.Skip != nil && r.Skip(f.Name) {
+			continue
+		}
+		if b, err = appendCheckedField(b, f.Name, f.Value); err != nil {
+			return b, err
+		}
+	}
+	for _, f := range r.Extra {
+		if b, err = appendCheckedField(b, f.Name, f.Value); err != nil {
+			return b, err
+		}
+	}
+	if length > 0 || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, length, 10)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "\r\n"...), nil
 }
 
 // hasAnyByte is strings.ContainsAny for a few ASCII bytes, without the set
@@ -559,18 +570,17 @@ func hasAnyByte(s, bytes string) bool {
 	return false
 }
 
-// writeField writes one header field, refusing a name or value that would
-// break the head.
-func writeField(bw *bufio.Writer, name, value string) error {
+// appendCheckedField appends one header field, refusing a name or value
+// that would break the head.
+func appendCheckedField(b []byte, name, value string) ([]byte, error) {
 	if name == "" || hasAnyByte(name, "\r\n: ") {
-		return fmt.Errorf("h1: invalid header name %q", name)
+		return b, fmt.Errorf("h1: invalid header name %q", name)
 	}
 	if hasAnyByte(value, "\r\n") {
-		return fmt.Errorf("h1: invalid value of header %s", name)
+		return b, fmt.Errorf("h1: invalid value of header %s", name)
 	}
-	bw.WriteString(name)
-	bw.WriteString(": ")
-	bw.WriteString(value)
-	bw.WriteString("\r\n")
-	return nil
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, value...)
+	return append(b, "\r\n"...), nil
 }

@@ -175,14 +175,6 @@ func (w *captured) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// sliceWriter appends to b.
-type sliceWriter struct{ b []byte }
-
-func (s *sliceWriter) Write(p []byte) (int, error) {
-	s.b = append(s.b, p...)
-	return len(p), nil
-}
-
 // headEnd finds a message head at the start of b (empty lines before it are
 // skipped, RFC 9112 2.2): its start and the end of its blank line, or
 // end -1 while it is incomplete.

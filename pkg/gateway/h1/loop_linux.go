@@ -3,7 +3,6 @@
 package h1
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -146,13 +145,11 @@ type evloop struct {
 	evfd       int       // eventfd: Shutdown and Close wake the loop
 	lfd        int       // the listening descriptor (shared by the loops)
 	events     []unix.EpollEvent
-	fds        map[int32]pollee
+	fds        []pollee // by descriptor
 	clients    map[*lconn]struct{}
 	idle       map[string][]*lup // idle upstream connections by address
 	addrs      map[string]unix.Sockaddr
 	rbuf       []byte // upstream reads
-	bw         *bufio.Writer
-	sw         sliceWriter
 	capture    captured
 	now        time.Time
 	sweepAt    time.Time // next look at deadlines (zero: nothing to look at)
@@ -161,6 +158,25 @@ type evloop struct {
 }
 
 type pollee interface{ handle(events uint32) }
+
+// pollee is what descriptor fd is for (nil: the listener, the eventfd, or
+// one no longer watched).
+func (el *evloop) pollee(fd int32) pollee {
+	if int(fd) < len(el.fds) {
+		return el.fds[fd]
+	}
+	return nil
+}
+
+func (el *evloop) setPollee(fd int, p pollee) {
+	if fd >= len(el.fds) {
+		if p == nil {
+			return
+		}
+		el.fds = append(el.fds, make([]pollee, fd+1-len(el.fds)+64)...)
+	}
+	el.fds[fd] = p
+}
 
 // sweepEvery is how often deadlines are looked at while there are
 // connections: timeouts are precise to about this.
@@ -177,9 +193,8 @@ func newEvloop(lp *Loop, lfd int) (*evloop, error) {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	el := &evloop{lp: lp, ep: ep, evfd: evfd, lfd: lfd, events: make([]unix.EpollEvent, 256),
-		fds: map[int32]pollee{}, clients: map[*lconn]struct{}{}, idle: map[string][]*lup{},
+		clients: map[*lconn]struct{}{}, idle: map[string][]*lup{},
 		addrs: map[string]unix.Sockaddr{}, rbuf: make([]byte, 64<<10)}
-	el.bw = bufio.NewWriterSize(&el.sw, 4<<10)
 	el.capture.header = http.Header{}
 	if err := el.ctl(unix.EPOLL_CTL_ADD, evfd, unix.EPOLLIN); err != nil {
 		el.closeFDs()
@@ -226,7 +241,7 @@ func (el *evloop) wait() int {
 	ms := el.idleWait
 	if !el.sweepAt.IsZero() {
 		// Rounded up: a wait of 0 ms until the sweep would spin.
-		ms = min(ms, max(int((time.Until(el.sweepAt)+time.Millisecond-1)/time.Millisecond), 0))
+		ms = min(ms, max(int((el.sweepAt.Sub(el.now)+time.Millisecond-1)/time.Millisecond), 0))
 	}
 	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(el.ep),
 		uintptr(unsafe.Pointer(&el.events[0])), uintptr(len(el.events)), uintptr(ms), 0, 0)
@@ -254,7 +269,7 @@ func (el *evloop) run() {
 		el.now = time.Now()
 		for i := range n {
 			ev := el.events[i]
-			if p := el.fds[ev.Fd]; p != nil {
+			if p := el.pollee(ev.Fd); p != nil {
 				p.handle(ev.Events)
 			} else if int(ev.Fd) == el.lfd {
 				el.accept()
@@ -371,7 +386,7 @@ func (el *evloop) accept() {
 			_ = syscall.Close(fd)
 			continue
 		}
-		el.fds[int32(fd)] = c
+		el.setPollee(fd, c)
 		el.clients[c] = struct{}{}
 	}
 }
@@ -549,14 +564,9 @@ func (c *lconn) attempt() {
 			return
 		}
 		c.exDeadline = deadline
-		el.sw.b = c.upReq[:0]
-		el.bw.Reset(&el.sw)
-		err := writeRequest(el.bw, req)
-		if err == nil {
-			err = el.bw.Flush()
-		}
-		c.upReq = el.sw.b
-		el.sw.b = nil
+		var err error
+		c.upReq, err = appendRequestHead(c.upReq[:0], req, int64(len(req.Body)))
+		c.upReq = append(c.upReq, req.Body...)
 		if err != nil {
 			c.ex.Failed(err)
 			continue
@@ -764,7 +774,7 @@ func (c *lconn) close() {
 	}
 	c.closed = true
 	el := c.el
-	delete(el.fds, int32(c.fd))
+	el.setPollee(c.fd, nil)
 	delete(el.clients, c)
 	_ = syscall.Close(c.fd) // leaves the epoll set with it
 }
@@ -773,7 +783,7 @@ func (c *lconn) close() {
 func (c *lconn) handoff() {
 	el := c.el
 	c.closed = true
-	delete(el.fds, int32(c.fd))
+	el.setPollee(c.fd, nil)
 	delete(el.clients, c)
 	_ = el.ctl(unix.EPOLL_CTL_DEL, c.fd, 0)
 	f := os.NewFile(uintptr(c.fd), c.remote)
@@ -918,7 +928,7 @@ func (el *evloop) dial(addr string) (*lup, error) {
 		_ = syscall.Close(fd)
 		return nil, err
 	}
-	el.fds[int32(fd)] = u
+	el.setPollee(fd, u)
 	return u, nil
 }
 
@@ -949,7 +959,7 @@ func (el *evloop) sockaddr(addr string) (unix.Sockaddr, error) {
 }
 
 func (u *lup) close() {
-	delete(u.el.fds, int32(u.fd))
+	u.el.setPollee(u.fd, nil)
 	_ = syscall.Close(u.fd)
 	u.c = nil
 }
