@@ -1,7 +1,9 @@
 package h1
 
 import (
+	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"testing"
@@ -106,4 +108,99 @@ func TestParseAnswerHead(t *testing.T) {
 			t.Errorf("%q: no error", bad)
 		}
 	}
+}
+
+// FuzzParseIncoming: the loop's parser and the server's agree on every head
+// the loop takes — the same errors, request and framing, and the same fields
+// (a list there, a map here).
+func FuzzParseIncoming(f *testing.F) {
+	for _, s := range []string{
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+		"GET /a?b=c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: h\r\nConnection: close, X-B\r\nX-B: 1\r\n\r\n",
+		"POST http://h/a HTTP/1.1\r\nHost: h\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	template := (&http.Request{}).WithContext(context.Background())
+	f.Fuzz(func(t *testing.T, head string) {
+		in := &Incoming{}
+		lf, lerr := parseIncoming(in, "r", head)
+		r, sf, serr := parseRequestHead(template, "r", head)
+		if errors.Is(lerr, errNotFast) {
+			return
+		}
+		if (lerr == nil) != (serr == nil) || lerr != nil && lerr.Error() != serr.Error() {
+			t.Fatalf("loop: %v; server: %v", lerr, serr)
+		}
+		if lerr != nil {
+			return
+		}
+		if lf != sf || in.Method != r.Method || in.Target != r.RequestURI || in.Path != r.URL.Path || in.Host != r.Host ||
+			in.Minor != r.ProtoMinor || in.Close != r.Close || in.ContentLength != r.ContentLength {
+			t.Fatalf("loop %+v %+v; server %+v %+v", *in, lf, *r, sf)
+		}
+		h := http.Header{}
+		for _, fl := range in.Fields {
+			if !(sf.chunked && fl.Name == "Transfer-Encoding") {
+				h[fl.Name] = append(h[fl.Name], fl.Value)
+			}
+		}
+		if !maps.EqualFunc(h, r.Header, slices.Equal) {
+			t.Fatalf("loop's fields %v; server's %v", h, r.Header)
+		}
+	})
+}
+
+// FuzzParseAnswerHead: the loop's parser and the transport's agree on every
+// answer head: errors, framing, length, and the fields the loop passes on
+// are the transport's less the hop-by-hop ones.
+func FuzzParseAnswerHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: X-A\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\n",
+	} {
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, head string, isHead bool) {
+		method := http.MethodPost
+		if isHead {
+			method = http.MethodHead
+		}
+		a := &Answer{}
+		lf, closes, interim, lerr := parseAnswerHead(head, method, a)
+		resp, tf, terr := parseResponseHead(head, method)
+		if (lerr == nil) != (terr == nil) || lerr != nil && lerr.Error() != terr.Error() {
+			t.Fatalf("loop: %v; transport: %v", lerr, terr)
+		}
+		if lerr != nil {
+			return
+		}
+		if interim != (resp == nil) {
+			t.Fatalf("interim %v, transport's answer %v", interim, resp)
+		}
+		if interim {
+			return
+		}
+		if lf != tf || closes != resp.Close || a.Status != resp.StatusCode || a.ContentLength != resp.ContentLength ||
+			a.ContentType != resp.Header.Get("Content-Type") {
+			t.Fatalf("loop %+v %+v closes %v; transport %+v %+v", *a, lf, closes, *resp, tf)
+		}
+		want := http.Header{}
+		for k, vs := range resp.Header {
+			if !hopField(k) && !hasToken(resp.Header["Connection"], k) {
+				want[k] = vs
+			}
+		}
+		got := http.Header{}
+		for _, fl := range a.Fields {
+			got[fl.Name] = append(got[fl.Name], fl.Value)
+		}
+		if !maps.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("loop's fields %v; want %v", got, want)
+		}
+	})
 }
