@@ -111,7 +111,7 @@ func scanFields(s string, hd *heading, dropHost bool, field func(k, v string)) e
 // scanFields). Values keep their order.
 func parseFields(s string, hd *heading, dropHost bool) (http.Header, error) {
 	n := strings.Count(s, "\n") + 1 // a last line may lack its LF
-	slab := make([]string, n) // the values of single-valued fields
+	slab := make([]string, n)       // the values of single-valued fields
 	h := make(http.Header, n)
 	err := scanFields(s, hd, dropHost, func(k, v string) {
 		if vs := h[k]; vs != nil {
