@@ -138,8 +138,8 @@ func (lp *Loop) wake() {
 // accepted and its upstream connections.
 type evloop struct {
 	lp         *Loop
-	ep         int       // the epoll instance
-	epf        *os.File  // ep in Go's poller, where an idle loop parks
+	ep         int      // the epoll instance
+	epf        *os.File // ep in Go's poller, where an idle loop parks
 	epc        syscall.RawConn
 	relistenAt time.Time // accepting pauses after an error until then
 	yieldAt    time.Time // when the loop lets other goroutines run next
