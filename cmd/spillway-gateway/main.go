@@ -58,6 +58,7 @@ type flags struct {
 	retryAfter            int
 	prefixBytes           int
 	httpServer            string
+	eventLoops            int
 	gcHeadroom            string
 }
 
@@ -116,6 +117,7 @@ JSON list of {"namespace","name","model","endpoints":[{"address","pool","poolRan
 	fs.IntVar(&f.prefixBytes, "affinity-prefix-bytes", 256, "prompt bytes hashed for prefix affinity")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the balancer's random choices (0: from the clock)")
 	fs.StringVar(&f.gcHeadroom, "gc-headroom", "32Mi", `least growth of the heap between garbage collections: GOGC is raised while the live heap is small (0 or an explicit GOGC: the runtime's own)`)
+	fs.IntVar(&f.eventLoops, "event-loops", 0, "event loops of --http-server=event-loop (0: GOMAXPROCS-1, at least 1; a busy loop keeps a CPU, other work then runs between its requests — GOMAXPROCS suits a gateway whose CPUs are its own)")
 	fs.StringVar(&f.httpServer, "http-server", gateway.ServerEventLoop, "HTTP/1.1 server of the API: event-loop (event loops with a fast path for inference requests), goroutines (a goroutine per connection) or net/http; the first two run on Linux, elsewhere net/http serves")
 	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(kfs)
@@ -145,6 +147,9 @@ func validate(f *flags) error {
 	}
 	if f.httpServer != gateway.ServerEventLoop && f.httpServer != gateway.ServerGoroutines && f.httpServer != gateway.ServerNetHTTP {
 		errs = append(errs, fmt.Errorf("--http-server must be event-loop, goroutines or net/http, got %q", f.httpServer))
+	}
+	if f.eventLoops < 0 {
+		errs = append(errs, fmt.Errorf("--event-loops must be 0 or more, got %d", f.eventLoops))
 	}
 	if f.domain == "" {
 		errs = append(errs, errors.New("--domain must not be empty"))
@@ -218,6 +223,7 @@ func run(ctx context.Context, f *flags) error {
 		Auth:           authn,
 		Log:            log,
 		HTTPServer:     f.httpServer,
+		EventLoops:     f.eventLoops,
 	})
 
 	watchErr := make(chan error, 1)

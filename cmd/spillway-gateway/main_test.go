@@ -30,15 +30,16 @@ func freeAddr(t *testing.T) string {
 }
 
 // TestBinary runs the command with a static config and an API key file,
-// on each HTTP server: health, metrics, a request, and a clean stop on
-// cancellation (SIGTERM).
+// on each HTTP server (and with two event loops): health, metrics, a
+// request, and a clean stop on cancellation (SIGTERM).
 func TestBinary(t *testing.T) {
 	for _, server := range []string{"event-loop", "goroutines", "net/http"} {
 		t.Run(server, func(t *testing.T) { testBinary(t, server) })
 	}
+	t.Run("two event loops", func(t *testing.T) { testBinary(t, "event-loop", "--event-loops", "2") })
 }
 
-func testBinary(t *testing.T, server string) {
+func testBinary(t *testing.T, server string, extra ...string) {
 	_, engine, stop, err := enginetest.Start(enginetest.Config{Model: "qwen"})
 	if err != nil {
 		t.Fatal(err)
@@ -56,8 +57,8 @@ func testBinary(t *testing.T, server string) {
 	api, admin := freeAddr(t), freeAddr(t)
 	runtime.GC() // the live heap is known from the first collection on: the GC tuner's first step then sets its percent
 	cmd := newCommand()
-	cmd.SetArgs([]string{"--static-config", filepath.Join(dir, "services.json"), "--api-keys-file", filepath.Join(dir, "keys"),
-		"--listen", api, "--admin-listen", admin, "--drain-timeout", "5s", "--http-server", server})
+	cmd.SetArgs(append([]string{"--static-config", filepath.Join(dir, "services.json"), "--api-keys-file", filepath.Join(dir, "keys"),
+		"--listen", api, "--admin-listen", admin, "--drain-timeout", "5s", "--http-server", server}, extra...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -139,6 +140,7 @@ func TestBadFlags(t *testing.T) {
 		{"--scrape-interval", "2s", "--static-config", "x"},
 		{"--endpoints-from", "dns", "--static-config", "x"},
 		{"--http-server", "nginx", "--static-config", "x"},
+		{"--event-loops", "-1", "--static-config", "x"},
 		{"--gc-headroom", "lots", "--static-config", "x"},
 		{"--gc-headroom", "-1Mi", "--static-config", "x"},
 		{"--api-keys-file", "a", "--api-keys-secret", "b/c", "--static-config", "x"},

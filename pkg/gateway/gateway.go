@@ -59,6 +59,10 @@ type Options struct {
 	// default), ServerGoroutines or ServerNetHTTP. Where h1's servers do
 	// not run, net/http's serves.
 	HTTPServer string
+	// EventLoops is the number of event loops of ServerEventLoop (0:
+	// GOMAXPROCS-1, at least one — a busy loop keeps its P, and the rest
+	// of the process keeps one).
+	EventLoops int
 }
 
 // The API's servers (Options.HTTPServer).
@@ -220,7 +224,7 @@ func (g *Gateway) apiServer(h http.Handler) httpServer {
 	if g.opts.HTTPServer == ServerGoroutines || !h1.LoopSupported() {
 		return s
 	}
-	return &h1.Loop{Fast: g.Proxy, Server: s}
+	return &h1.Loop{Fast: g.Proxy, Server: s, Loops: g.opts.EventLoops}
 }
 
 // Serve runs the API on api and the admin endpoints on admin (nil: the admin

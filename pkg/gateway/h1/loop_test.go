@@ -77,6 +77,12 @@ func (x *testExchange) Fail(w http.ResponseWriter) {
 // a real server whose connections are counted).
 func startLoop(t *testing.T, upstream http.HandlerFunc) (addr string, p *proxyTo, upConns *atomic.Int32) {
 	t.Helper()
+	return startLoops(t, upstream, 0)
+}
+
+// startLoops is startLoop with n event loops (0: the default).
+func startLoops(t *testing.T, upstream http.HandlerFunc, n int) (addr string, p *proxyTo, upConns *atomic.Int32) {
+	t.Helper()
 	if !LoopSupported() {
 		t.Skip("no epoll")
 	}
@@ -97,7 +103,7 @@ func startLoop(t *testing.T, upstream http.HandlerFunc) (addr string, p *proxyTo
 	lp := &Loop{Fast: p, Server: &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "server %s %s %s", r.Method, r.URL.Path, b)
-	}), WriteTimeout: 500 * time.Millisecond}}
+	}), WriteTimeout: 500 * time.Millisecond}, Loops: n}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -263,5 +269,46 @@ func TestLoopUpstreamBreaksMidStream(t *testing.T) {
 	}
 	if ends := p.endings(); len(ends) != 1 || ends[0] == nil || errors.Is(ends[0], ErrClientGone) {
 		t.Errorf("ended with %v, want the upstream's failure", ends)
+	}
+}
+
+// Several loops share the listener: concurrent clients all get their own
+// answers, with the client's fields forwarded and the upstream's
+// end-to-end fields passed back (not its hop-by-hop ones).
+func TestLoopManyLoopsAndFields(t *testing.T) {
+	addr, p, _ := startLoops(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Upstream", "yes")
+		w.Header().Set("Connection", "X-Private")
+		w.Header().Set("X-Private", "hop")
+		fmt.Fprintf(w, "%s %s", r.Header.Get("X-Request-Id"), b)
+	}, 3)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	var wg sync.WaitGroup
+	for c := range 24 {
+		wg.Go(func() {
+			for i := range 25 {
+				body := fmt.Sprintf("%d-%d", c, i)
+				req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/fast/x", strings.NewReader(body))
+				req.Header.Set("X-Request-Id", "id"+body)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if want := "id" + body + " " + body; string(b) != want {
+					t.Errorf("answer %q, want %q", b, want)
+				}
+				if resp.Header.Get("X-Upstream") != "yes" || resp.Header.Get("X-Private") != "" || resp.ContentLength != int64(len(b)) {
+					t.Errorf("answer's head: %v (length %d)", resp.Header, resp.ContentLength)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(p.endings()); n != 24*25 {
+		t.Errorf("%d exchanges ended, want %d", n, 24*25)
 	}
 }
