@@ -60,6 +60,13 @@ func (w *hangupWatcher) remove(c *serverConn) {
 	w.mu.Unlock()
 }
 
+// forget stops watching c, whose socket stays open (handed back to the
+// event loop): its registration is taken out of the epoll set.
+func (w *hangupWatcher) forget(c *serverConn) {
+	_ = c.raw.Control(func(fd uintptr) { _ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, int(fd), nil) })
+	w.remove(c)
+}
+
 // watched counts the connections being watched.
 func (w *hangupWatcher) watched() int {
 	w.mu.Lock()

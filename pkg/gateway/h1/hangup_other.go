@@ -13,4 +13,5 @@ func hangups() (*hangupWatcher, error) {
 
 func (*hangupWatcher) add(*serverConn)    {}
 func (*hangupWatcher) remove(*serverConn) {}
+func (*hangupWatcher) forget(*serverConn) {}
 func (*hangupWatcher) watched() int       { return 0 }

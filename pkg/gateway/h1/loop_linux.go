@@ -12,6 +12,8 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -82,6 +84,19 @@ func dupListener(l *net.TCPListener) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	fd, err := dupFD(rc)
+	if err != nil {
+		return -1, err
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// dupFD duplicates rc's descriptor (close-on-exec).
+func dupFD(rc syscall.RawConn) (int, error) {
 	fd := -1
 	var derr error
 	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
@@ -90,11 +105,21 @@ func dupListener(l *net.TCPListener) (int, error) {
 	if derr != nil {
 		return -1, os.NewSyscallError("fcntl", derr)
 	}
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		_ = syscall.Close(fd)
-		return -1, err
-	}
 	return fd, nil
+}
+
+// giveFD offers a duplicate of rc's descriptor to take, and closes it when
+// take refuses it.
+func giveFD(rc syscall.RawConn, take func(fd int) bool) bool {
+	fd, err := dupFD(rc)
+	if err != nil {
+		return false
+	}
+	if take(fd) {
+		return true
+	}
+	_ = syscall.Close(fd)
+	return false
 }
 
 // Shutdown stops accepting, closes idle connections, lets exchanges in
@@ -156,6 +181,12 @@ type evloop struct {
 	sweepAt    time.Time // next look at deadlines (zero: nothing to look at)
 	closing    bool
 	listenOn   bool
+
+	// connections Server hands back (adopt)
+	backMu      sync.Mutex
+	back        []adopted
+	backWaiting atomic.Bool
+	ended       bool
 }
 
 type pollee interface{ handle(events uint32) }
@@ -324,6 +355,9 @@ func (el *evloop) run() {
 				_, _ = unix.Read(el.evfd, b[:])
 			}
 		}
+		if el.backWaiting.Load() {
+			el.takeBack()
+		}
 		if lp.closing.Load() {
 			if !el.closing {
 				el.startClosing()
@@ -369,6 +403,13 @@ func (el *evloop) startClosing() {
 }
 
 func (el *evloop) end() {
+	el.backMu.Lock()
+	el.ended = true
+	for _, a := range el.back {
+		_ = syscall.Close(a.fd)
+	}
+	el.back = nil
+	el.backMu.Unlock()
 	for _, list := range el.idle {
 		for _, u := range list {
 			u.close()
@@ -426,14 +467,61 @@ func (el *evloop) accept() {
 			return
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &lconn{el: el, fd: fd, remote: sockaddrString(sa), in: make([]byte, 0, 4<<10), interest: unix.EPOLLIN | unix.EPOLLRDHUP}
-		c.rdeadline = el.now.Add(el.lp.Server.readHeaderTimeout())
-		if err := el.ctl(unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN|unix.EPOLLRDHUP); err != nil {
-			_ = syscall.Close(fd)
+		el.addClient(fd, sockaddrString(sa), el.lp.Server.readHeaderTimeout())
+	}
+}
+
+// addClient serves the client connection fd, whose next request must come
+// within timeout.
+func (el *evloop) addClient(fd int, remote string, timeout time.Duration) *lconn {
+	c := &lconn{el: el, fd: fd, remote: remote, in: make([]byte, 0, 4<<10), interest: unix.EPOLLIN | unix.EPOLLRDHUP}
+	c.rdeadline = el.now.Add(timeout)
+	if err := el.ctl(unix.EPOLL_CTL_ADD, fd, unix.EPOLLIN|unix.EPOLLRDHUP); err != nil {
+		_ = syscall.Close(fd)
+		return nil
+	}
+	el.setPollee(fd, c)
+	el.clients[c] = struct{}{}
+	return c
+}
+
+// adopt takes back a connection the loop handed to Server, now idle (fd:
+// a duplicate Server gives up); false when the loop is closing. It runs on
+// Server's goroutine: the loop takes the connection on its next turn.
+func (el *evloop) adopt(a adopted) bool {
+	el.backMu.Lock()
+	defer el.backMu.Unlock()
+	if el.ended || el.lp.closing.Load() {
+		return false
+	}
+	el.back = append(el.back, a)
+	el.backWaiting.Store(true)
+	el.wake()
+	return true
+}
+
+// adopted is a connection handed back.
+type adopted struct {
+	fd       int
+	remote   string
+	handoffs int // handed to Server in a row
+}
+
+// takeBack serves the connections handed back.
+func (el *evloop) takeBack() {
+	el.backMu.Lock()
+	back := el.back
+	el.back = nil
+	el.backWaiting.Store(false)
+	el.backMu.Unlock()
+	for _, a := range back {
+		if el.closing {
+			_ = syscall.Close(a.fd)
 			continue
 		}
-		el.setPollee(fd, c)
-		el.clients[c] = struct{}{}
+		if c := el.addClient(a.fd, a.remote, el.lp.Server.idleTimeout()); c != nil {
+			c.handoffs = a.handoffs
+		}
 	}
 }
 
@@ -469,6 +557,7 @@ type lconn struct {
 	chunkedOut bool
 
 	closeAfter bool
+	handoffs   int       // times handed to Server in a row (see maxHandoffs)
 	outBlocked bool      // waiting for room in the socket
 	readOff    bool      // not reading (too much pipelined input)
 	interest   uint32    // the events registered
@@ -594,6 +683,7 @@ func (c *lconn) process() {
 		return
 	}
 	c.ex, c.reqEnd, c.closeAfter = ex, reqEnd, c.closeAfter || r.Close || el.closing
+	c.handoffs = 0
 	c.headAt, c.bodySent, c.chunkedOut = -1, false, false
 	c.rdeadline = time.Time{}
 	c.attempt()
@@ -839,8 +929,16 @@ func (c *lconn) handoff() {
 		el.lp.log().Error(err, "handing a connection to the server")
 		return
 	}
-	el.lp.Server.ServeConn(nc, append([]byte(nil), c.in...))
+	var back func(fd int, remote string) bool
+	if n := c.handoffs + 1; n < maxHandoffs {
+		back = func(fd int, remote string) bool { return el.adopt(adopted{fd, remote, n}) }
+	}
+	el.lp.Server.serveConn(nc, append([]byte(nil), c.in...), back)
 }
+
+// maxHandoffs: a connection whose requests went to Server this many times
+// in a row (none on the loop between) stays there.
+const maxHandoffs = 4
 
 func (c *lconn) checkDeadlines(now time.Time) {
 	switch {

@@ -5,6 +5,7 @@ package h1
 import (
 	"context"
 	"net"
+	"syscall"
 )
 
 // LoopSupported reports whether Loop runs its event loops here.
@@ -20,3 +21,5 @@ func (lp *Loop) Shutdown(ctx context.Context) error { return lp.Server.Shutdown(
 func (lp *Loop) Close() error { return lp.Server.Close() }
 
 type evloop struct{}
+
+func giveFD(syscall.RawConn, func(fd int) bool) bool { return false }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,13 +152,46 @@ func TestLoopFastPathReusesUpstreamsAndHandsOff(t *testing.T) {
 	if n := len(p.endings()); n != 20 {
 		t.Errorf("%d exchanges ended, want 20", n)
 	}
-	// A request the fast path leaves goes to the Server, and the
-	// connection stays with it.
-	if got := post("/other", "a"); got != "server POST /other a" {
-		t.Errorf("left request: %q", got)
+	// A request the fast path leaves goes to the Server; once answered,
+	// its connection comes back to the loop, for the next fast request
+	// and the next left one alike.
+	var reused atomic.Int32
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if i.Reused {
+			reused.Add(1)
+		}
+	}}
+	post = func(path, body string) string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, "http://"+addr+path, strings.NewReader(body))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
 	}
-	if got := post("/fast/y", "b"); got != "server POST /fast/y b" {
-		t.Errorf("after the hand-over: %q", got)
+	for i := range 3 {
+		if got := post("/other", "a"); got != "server POST /other a" {
+			t.Errorf("left request %d: %q", i, got)
+		}
+		if got, want := post("/fast/y", "b"), "upstream /fast/y b"; got != want {
+			t.Errorf("after hand-over %d: %q, want %q (back on the loop)", i, got, want)
+		}
+	}
+	if n := reused.Load(); n != 6 {
+		t.Errorf("%d of 6 requests on the kept-alive connection", n)
+	}
+	// Only left requests, maxHandoffs times in a row: the connection stays
+	// with the Server.
+	for i := range maxHandoffs {
+		if got := post("/other", "c"); got != "server POST /other c" {
+			t.Errorf("left request %d: %q", i, got)
+		}
+	}
+	if got := post("/fast/z", "d"); got != "server POST /fast/z d" {
+		t.Errorf("after %d hand-overs in a row: %q, want the Server's answer", maxHandoffs, got)
 	}
 }
 

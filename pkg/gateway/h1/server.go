@@ -165,7 +165,11 @@ func (s *Server) initLocked() {
 // it; buffered is what was already read from it (the event loop hands a
 // connection over with the request it leaves to the handler). A closing
 // server closes nc.
-func (s *Server) ServeConn(nc net.Conn, buffered []byte) {
+func (s *Server) ServeConn(nc net.Conn, buffered []byte) { s.serveConn(nc, buffered, nil) }
+
+// serveConn is ServeConn; back, when set, takes the connection back when
+// it is idle (see handBack).
+func (s *Server) serveConn(nc net.Conn, buffered []byte, back func(fd int, remote string) bool) {
 	w, err := hangups()
 	if err != nil {
 		_ = nc.Close()
@@ -181,6 +185,7 @@ func (s *Server) ServeConn(nc net.Conn, buffered []byte) {
 	if len(buffered) > 0 {
 		c.rd = &prefixReader{p: buffered, r: c.rd}
 	}
+	c.back = back
 	go c.serve()
 }
 
@@ -296,6 +301,7 @@ type serverConn struct {
 	respHeader   http.Header // resp's header map, cleared per request
 	body         reqBody     // the current request's body, reused
 	w            *hangupWatcher
+	back         func(fd int, remote string) bool // see handBack
 }
 
 var connIDs atomic.Uint64
@@ -353,7 +359,36 @@ func (c *serverConn) serve() {
 		if c.s.closing.Load() {
 			c.closeIfIdle()
 		}
+		if c.back != nil && c.handBack() {
+			return
+		}
 	}
+}
+
+// handBack gives a connection the event loop handed over back to it, once
+// its answer is written and nothing of a next request has been read: a
+// request the loop left (one that had to wait, another path, a chunked
+// body) does not keep its connection off the loop for good. The loop gets
+// a duplicate of the descriptor; closing this one leaves the socket open.
+func (c *serverConn) handBack() bool {
+	if c.raw == nil || c.br.Buffered() > 0 || c.s.closing.Load() {
+		return false
+	}
+	if pr, ok := c.rd.(*prefixReader); ok && len(pr.p) > 0 {
+		return false
+	}
+	if !c.flushOut() || !c.state.CompareAndSwap(stateIdle, stateClosed) {
+		return false
+	}
+	if giveFD(c.raw, func(fd int) bool { return c.back(fd, c.remote) }) {
+		c.w.forget(c)
+		return true
+	}
+	c.state.Store(stateIdle)
+	if c.s.closing.Load() {
+		c.closeIfIdle()
+	}
+	return false
 }
 
 // finish writes what is left and closes the connection.
