@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,4 +337,74 @@ func TestLoopManyLoopsAndFields(t *testing.T) {
 	if n := len(p.endings()); n != 24*25 {
 		t.Errorf("%d exchanges ended, want %d", n, 24*25)
 	}
+}
+
+// Connections going back and forth between the loops and the Server while
+// the Loop shuts down: Shutdown still ends (startLoops' cleanup checks it),
+// every answer that arrives is whole, and no descriptor is left open.
+func TestLoopHandBackDuringShutdown(t *testing.T) {
+	// Cleanups run last first: the Loop shuts down while the clients go on,
+	// then the clients stop, then the descriptors are counted.
+	if _, err := hangups(); err != nil { // the process's hang-up watcher (one descriptor, kept)
+		t.Fatal(err)
+	}
+	fdsBefore := openFDs(t)
+	t.Cleanup(func() {
+		deadline := time.Now().Add(2 * time.Second)
+		for openFDs(t) > fdsBefore && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := openFDs(t); n > fdsBefore {
+			t.Errorf("%d descriptors open after the test, %d before", n, fdsBefore)
+		}
+	})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	addr, _, _ := startLoops(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "upstream")
+	}, 2)
+	var answers atomic.Int32
+	for range 8 {
+		wg.Go(func() {
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				path, want := "/fast/x", "upstream"
+				if i%2 == 0 {
+					path, want = "/other", "server POST /other "
+				}
+				resp, err := client.Post("http://"+addr+path, "text/plain", nil)
+				if err != nil {
+					time.Sleep(time.Millisecond) // the Loop is closing
+					continue
+				}
+				b, err := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if err == nil && string(b) != want {
+					t.Errorf("%s: %q, want %q", path, b, want)
+				}
+				answers.Add(1)
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	if answers.Load() == 0 {
+		t.Error("no answer before the shutdown")
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(entries)
 }
