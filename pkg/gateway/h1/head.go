@@ -143,7 +143,6 @@ type heading struct {
 	nexpect          int
 	conn             string // Connection: all values (", "-joined)
 	close, keepAlive bool   // Connection tokens
-	connection       bool   // a Connection field is there
 }
 
 // note records k: v when it is one of the fields hd gathers, and reports
@@ -179,12 +178,11 @@ func (hd *heading) note(k, v string) (host bool) {
 		}
 		hd.nexpect++
 	case "Connection":
-		if hd.connection {
+		if hd.conn != "" {
 			hd.conn += ", " + v
 		} else {
 			hd.conn = v
 		}
-		hd.connection = true
 		for t := range strings.SplitSeq(v, ",") {
 			switch t = strings.TrimSpace(t); {
 			case strings.EqualFold(t, "close"):
@@ -475,7 +473,7 @@ func parseAnswerHead(s, method string, a *Answer) (f respFraming, closes, interi
 	if f, a.ContentLength, closes, err = hd.response(method, code, minor); err != nil {
 		return f, false, false, err
 	}
-	if hd.connection { // the fields Connection names are hop-by-hop too
+	if hd.conn != "" { // the fields Connection names are hop-by-hop too
 		a.Fields = slices.DeleteFunc(a.Fields, func(f Field) bool { return hd.names(f.Name) })
 	}
 	a.Status = code

@@ -16,8 +16,8 @@ import (
 // the upstream the exchange names, and passes the answer back as it comes.
 type FastHandler interface {
 	// StartFast begins the exchange of r (valid until the exchange
-	// ends). nil leaves the request — and its connection from then on —
-	// to the Loop's Server and its handler.
+	// ends). nil leaves the request, with its connection, to the Loop's
+	// Server and its handler (which hands the connection back once idle).
 	StartFast(r *Incoming) Exchange
 }
 
@@ -115,7 +115,8 @@ var (
 // nothing per request. It is a proxy's fast path: requests its handler
 // leaves (nil from StartFast), malformed requests, chunked or large bodies,
 // Expect and HTTP/1.0 requests are handed, with their connection, to
-// Server (goroutine per connection, http.Handler), which also gives the
+// Server (goroutine per connection, http.Handler), which gives the
+// connection back once its answer is written; Server also gives the
 // timeouts and limits. Where it cannot run (no epoll, or a listener that is
 // not TCP) Server serves everything.
 type Loop struct {

@@ -618,14 +618,20 @@ func (c *lconn) setReading(on bool) {
 // updateInterest registers what c waits for: input (and hang-ups) unless
 // reading is off or output waits, room while output waits.
 func (c *lconn) updateInterest() {
+	c.el.setInterest(c.fd, &c.interest, interest(!c.readOff && !c.outBlocked, c.outBlocked))
+}
+
+// interest is the events to wait for: input and hang-ups when reading,
+// room when writing (errors are reported either way).
+func interest(read, write bool) uint32 {
 	var ev uint32
-	if !c.readOff && !c.outBlocked {
+	if read {
 		ev = unix.EPOLLIN | unix.EPOLLRDHUP
 	}
-	if c.outBlocked {
+	if write {
 		ev |= unix.EPOLLOUT
 	}
-	c.el.setInterest(c.fd, &c.interest, ev)
+	return ev
 }
 
 // process starts the exchange of the next request when it is all here.
@@ -1131,14 +1137,7 @@ func (u *lup) setReading(on bool) {
 // it is being sent (or the connect), the answer unless paused (the
 // client's socket is full; then only errors are reported).
 func (u *lup) updateInterest() {
-	var ev uint32
-	if !u.readOff && !u.connecting {
-		ev = unix.EPOLLIN | unix.EPOLLRDHUP
-	}
-	if u.connecting || len(u.out) > 0 {
-		ev |= unix.EPOLLOUT
-	}
-	u.el.setInterest(u.fd, &u.interest, ev)
+	u.el.setInterest(u.fd, &u.interest, interest(!u.readOff && !u.connecting, u.connecting || len(u.out) > 0))
 }
 
 // setInterest changes fd's registration when want differs from *cur.

@@ -710,13 +710,8 @@ func parseIncoming(in *Incoming, remote, head string) (reqFraming, error) {
 	if err != nil {
 		return reqFraming{}, err
 	}
-	if target[0] != '/' || hasAnyByte(target, "%#") {
-		return reqFraming{}, errNotFast
-	}
-	for i := 0; i < len(target); i++ {
-		if target[i] <= ' ' || target[i] == 0x7f {
-			return reqFraming{}, errNotFast
-		}
+	if target[0] != '/' || hasAnyByte(target, "%#") || hasCTL(target) {
+		return reqFraming{}, errNotFast // Server answers or serves it
 	}
 	var hd heading
 	fields := in.Fields[:0]
@@ -744,14 +739,22 @@ func validMethod(m string) bool {
 	return true
 }
 
+// hasCTL reports a space or control character in a request target.
+func hasCTL(target string) bool {
+	for i := 0; i < len(target); i++ {
+		if target[i] <= ' ' || target[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
 // parseTarget parses the request target; origin form without escapes is
 // taken as is.
 func parseTarget(method, target string) (*url.URL, error) {
 	if target[0] == '/' && !strings.ContainsAny(target, "%#") {
-		for i := 0; i < len(target); i++ {
-			if target[i] <= ' ' || target[i] == 0x7f {
-				return nil, badRequest("invalid request target %q", truncate(target))
-			}
+		if hasCTL(target) {
+			return nil, badRequest("invalid request target %q", truncate(target))
 		}
 		path, query, _ := strings.Cut(target, "?")
 		return &url.URL{Path: path, RawQuery: query}, nil
