@@ -44,6 +44,7 @@ import (
 
 type options struct {
 	gatewayBin  string
+	baseline    string // another gateway binary, a fourth target (same-run A/B)
 	netHTTP     bool
 	nginxBin    string
 	duration    time.Duration
@@ -78,6 +79,7 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 1000, "concurrent streams of the memory phase")
 	flag.DurationVar(&o.quality, "quality-duration", 20*time.Second, "length of each routing-quality phase")
 	flag.BoolVar(&o.skipNginx, "skip-nginx", false, "do not compare with nginx")
+	flag.StringVar(&o.baseline, "baseline", "", "another spillway-gateway binary (say, a build of the previous commit) run as a further target: a same-run A/B of a gateway change")
 	flag.BoolVar(&o.netHTTP, "net-http", false, "also run the gateway with --http-server=net/http (the baseline of its own HTTP server)")
 	flag.IntVar(&o.rounds, "rounds", 10, "rounds the throughput phases are cut into (targets take turns)")
 	flag.Float64Var(&o.load, "latency-load", 0.3, "offered load of the equal-load latency measurement (open loop, Poisson arrivals), as a fraction of the slowest proxy's saturated req/s (0: skip it)")
@@ -138,7 +140,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer stopSlow()
 
-	gwAddr, adminAddr, gwPID, stopGW, err := startGateway(ctx, o, dir, engineAddr, slowAddr, o.profile != "")
+	gwAddr, adminAddr, gwPID, stopGW, err := startGateway(ctx, o, o.gatewayBin, dir, engineAddr, slowAddr, o.profile != "")
 	if err != nil {
 		return err
 	}
@@ -146,12 +148,20 @@ func run(ctx context.Context, o options) error {
 	targets := []target{{"direct", "http://" + engineAddr, nil}, {"spillway", "http://" + gwAddr, func() []int { return []int{gwPID} }}}
 	if o.netHTTP {
 		// The same gateway on net/http's server: the baseline of h1.Server's gain, in the same run.
-		addr, _, pid, stop, err := startGateway(ctx, o, dir, engineAddr, slowAddr, false, "--http-server", "net/http")
+		addr, _, pid, stop, err := startGateway(ctx, o, o.gatewayBin, dir, engineAddr, slowAddr, false, "--http-server", "net/http")
 		if err != nil {
 			return err
 		}
 		defer stop()
 		targets = append(targets, target{"net/http", "http://" + addr, func() []int { return []int{pid} }})
+	}
+	if o.baseline != "" {
+		addr, _, pid, stop, err := startGateway(ctx, o, o.baseline, dir, engineAddr, slowAddr, false)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, target{"baseline", "http://" + addr, func() []int { return []int{pid} }})
 	}
 	var nginxPIDs func() []int
 	var ngSlowAddr string
@@ -231,11 +241,15 @@ func run(ctx context.Context, o options) error {
 				(n.p50 - d.p50).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond), n.rps/d.rps)
 			fmt.Printf("RATIO throughput spillway/nginx = %.2f (goal >= 1.00)\n", s.rps/n.rps)
 			if n.cpuPerReq > 0 {
-				fmt.Printf("RATIO proxy CPU per request nginx/spillway = %.2f (capacity ratio at equal CPU; goal >= 1.00)\n",
-					float64(n.cpuPerReq)/float64(s.cpuPerReq))
+				fmt.Printf("RATIO proxy CPU per request nginx/spillway = %.2f (capacity ratio at equal CPU; goal >= 1.00%s)\n",
+					float64(n.cpuPerReq)/float64(s.cpuPerReq), spreadNote(acc["nginx"], acc["spillway"]))
 			}
 			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx; closed loop at saturation)\n",
 				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
+		}
+		if b, ok := res["baseline"]; ok && b.cpuPerReq > 0 {
+			fmt.Printf("RATIO proxy CPU per request baseline/spillway = %.2f (above 1: the change saves CPU%s)\n",
+				float64(b.cpuPerReq)/float64(s.cpuPerReq), spreadNote(acc["baseline"], acc["spillway"]))
 		}
 		if n, ok := res["net/http"]; ok && n.cpuPerReq > 0 {
 			fmt.Printf("RATIO proxy CPU per request spillway/net-http-server = %.2f (the saving of the gateway's own HTTP servers)\n",
@@ -322,14 +336,54 @@ func takeTurns(targets []target, rounds int, run func(target, *samples)) map[str
 	for _, t := range targets {
 		acc[t.name] = &samples{}
 	}
-	for range rounds {
-		for _, t := range targets {
-			before := cpuTicks(t.pids)
-			run(t, acc[t.name])
-			acc[t.name].cpuTicks += cpuTicks(t.pids) - before
+	for r := range rounds {
+		// Each round starts with the next target: none always follows the
+		// same one (the load generator's garbage, the engine's state).
+		for i := range targets {
+			t := targets[(r+i)%len(targets)]
+			s := acc[t.name]
+			before, n := cpuTicks(t.pids), len(s.lat)
+			run(t, s)
+			ticks := cpuTicks(t.pids) - before
+			s.cpuTicks += ticks
+			s.rounds = append(s.rounds, round{requests: len(s.lat) - n, ticks: ticks})
 		}
 	}
 	return acc
+}
+
+// round is one target's turn: requests answered, CPU ticks of its processes.
+type round struct {
+	requests int
+	ticks    int64
+}
+
+// spread is the median, least and greatest of the per-round ratios of a's
+// CPU per request to b's (rounds in which either answered nothing or used
+// no CPU are left out): how far a run's ratio is from noise.
+func spread(a, b *samples) (median, lo, hi float64, ok bool) {
+	var rs []float64
+	for i := range min(len(a.rounds), len(b.rounds)) {
+		x, y := a.rounds[i], b.rounds[i]
+		if x.requests == 0 || y.requests == 0 || x.ticks == 0 || y.ticks == 0 {
+			continue
+		}
+		rs = append(rs, (float64(x.ticks)/float64(x.requests))/(float64(y.ticks)/float64(y.requests)))
+	}
+	if len(rs) == 0 {
+		return 0, 0, 0, false
+	}
+	sort.Float64s(rs)
+	return rs[len(rs)/2], rs[0], rs[len(rs)-1], true
+}
+
+// spreadNote prints spread's figures for a ratio line.
+func spreadNote(a, b *samples) string {
+	m, lo, hi, ok := spread(a, b)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("; rounds: median %.2f, %.2f–%.2f", m, lo, hi)
 }
 
 // poisson is the send times, from the start, of Poisson arrivals at rate
@@ -473,6 +527,7 @@ type samples struct {
 	errors   int
 	elapsed  time.Duration
 	cpuTicks int64
+	rounds   []round // per turn, when taken in turns
 }
 
 func (s *samples) result() result {
@@ -629,8 +684,7 @@ func waitUp(ctx context.Context, url string) error {
 
 // startGateway runs the real binary with a static config: the bench service
 // on the engine, and a "slow" service (for the memory phase) on slowAddr.
-func startGateway(ctx context.Context, o options, dir, engineAddr, slowAddr string, withAdmin bool, extra ...string) (string, string, int, func(), error) {
-	bin := o.gatewayBin
+func startGateway(ctx context.Context, o options, bin, dir, engineAddr, slowAddr string, withAdmin bool, extra ...string) (string, string, int, func(), error) {
 	svcs := []routing.Service{
 		{Namespace: "default", Name: "bench", Model: "bench", Endpoints: []routing.Endpoint{{Address: engineAddr, Pool: "idc"}}},
 		{Namespace: "default", Name: "slow", Model: "slow", Endpoints: []routing.Endpoint{{Address: slowAddr, Pool: "idc"}}},

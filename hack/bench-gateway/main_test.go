@@ -69,3 +69,28 @@ func TestRunRateSendsTheScheduleOpenLoop(t *testing.T) {
 		}
 	}
 }
+
+func TestTakeTurnsRotatesAndSpread(t *testing.T) {
+	var order []string
+	targets := []target{{name: "a"}, {name: "b"}, {name: "c"}}
+	acc := takeTurns(targets, 4, func(tg target, s *samples) {
+		order = append(order, tg.name)
+		s.lat = append(s.lat, time.Millisecond)
+	})
+	if want := []string{"a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"}; !slices.Equal(order, want) {
+		t.Fatalf("turns %v, want %v (each round starts with the next target)", order, want)
+	}
+	if n := len(acc["b"].rounds); n != 4 || acc["b"].rounds[0].requests != 1 {
+		t.Fatalf("b's rounds %+v, want 4 of 1 request", acc["b"].rounds)
+	}
+
+	a := &samples{rounds: []round{{10, 20}, {10, 30}, {0, 5}, {10, 10}}}
+	b := &samples{rounds: []round{{10, 10}, {10, 10}, {10, 10}, {20, 10}}}
+	// Per-round ratios 2, 3, (no request: left out), 2: median 2, 2–3.
+	if m, lo, hi, ok := spread(a, b); !ok || m != 2 || lo != 2 || hi != 3 {
+		t.Fatalf("spread %v %v %v %v, want median 2 in 2–3", m, lo, hi, ok)
+	}
+	if _, _, _, ok := spread(&samples{}, b); ok {
+		t.Fatal("spread of no rounds reported")
+	}
+}

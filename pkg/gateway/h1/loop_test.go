@@ -4,6 +4,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -407,4 +408,120 @@ func openFDs(t *testing.T) int {
 		t.Skip("no /proc/self/fd")
 	}
 	return len(entries)
+}
+
+// Back-pressure both ways on one connection, the paths where a loop could
+// lose a wake-up and stall: pipelined requests past the loop's read-ahead
+// bound while an answer is awaited (reading stops, then goes on after the
+// exchange), answers far larger than the socket buffers and the loop's read
+// buffer to a client that does not read for a while (the client's socket
+// fills, the upstream is paused, then resumed), and answers that end with the
+// upstream closing its connection (its last bytes and the close arrive
+// together). Every answer must arrive whole and in order.
+func TestLoopBackPressureAndAnswersToEOF(t *testing.T) {
+	const big = 8 << 20 // more than the client's and the loop's socket buffers hold
+	pattern := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = 'a' + byte(i%23)
+		}
+		return b
+	}
+	addr, p, _ := startLoop(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/fast/slow": // meanwhile the loop reads the pipelined requests, up to its bound
+			time.Sleep(100 * time.Millisecond)
+			fmt.Fprint(w, "slow")
+		case "/fast/big":
+			w.Header().Set("Content-Length", fmt.Sprint(big))
+			_, _ = w.Write(pattern(big))
+		case "/fast/chunked": // no length: chunked, written in pieces
+			for range 48 {
+				_, _ = w.Write(pattern(big / 48))
+				w.(http.Flusher).Flush()
+			}
+		case "/fast/eof": // no length, no chunks: the answer ends with the connection
+			conn, bw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			// One write, then the close: both are most often there by the
+			// time the loop reads.
+			_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + r.Header.Get("X-Pad"))
+			if r.Header.Get("X-Pad") == "eof0" {
+				_, _ = bw.Write(pattern(big))
+			}
+			_ = bw.Flush()
+			_ = conn.Close()
+		default:
+			fmt.Fprint(w, r.URL.Path)
+		}
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(256 << 10) // not smaller: a window below loopback's MSS crawls
+	small := func(i int) string { return fmt.Sprintf("/fast/n%04d", i) }
+	var reqs strings.Builder
+	for _, path := range []string{"/fast/slow", "/fast/big", "/fast/chunked"} {
+		fmt.Fprintf(&reqs, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", path)
+	}
+	const pipelined = 3000 // ~250 KiB of requests behind the slow answer: far more than maxPipelined
+	for i := range pipelined {
+		fmt.Fprintf(&reqs, "POST %s HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\nContent-Length: 0\r\n\r\n", small(i), strings.Repeat("p", 16))
+	}
+	const eofs = 20 // answers ending with the upstream's close, each on a new upstream connection
+	for i := range eofs {
+		fmt.Fprintf(&reqs, "POST /fast/eof HTTP/1.1\r\nHost: x\r\nX-Pad: eof%d\r\nContent-Length: 0\r\n\r\n", i)
+	}
+	if reqs.Len() <= maxPipelined {
+		t.Fatalf("%d bytes of requests: not past the read-ahead bound", reqs.Len())
+	}
+	go func() { _, _ = c.Write([]byte(reqs.String())) }() // blocks until the loop reads on
+	time.Sleep(200 * time.Millisecond)                    // not reading: the loop's writes to c fill its socket
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	read := func(what string) []byte {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: body after %d bytes: %v", what, len(b), err)
+		}
+		return b
+	}
+	if b := read("slow"); string(b) != "slow" {
+		t.Fatalf("first answer %q", b)
+	}
+	if b := read("big"); !bytes.Equal(b, pattern(big)) {
+		t.Fatalf("big answer: %d bytes, want %d, same bytes", len(b), big)
+	}
+	want := bytes.Repeat(pattern(big/48), 48)
+	if b := read("chunked"); !bytes.Equal(b, want) {
+		t.Fatalf("chunked answer: %d bytes, want %d, same bytes", len(b), len(want))
+	}
+	for i := range pipelined {
+		if b := read(small(i)); string(b) != small(i) {
+			t.Fatalf("pipelined answer %d: %q, want %q (in order)", i, b, small(i))
+		}
+	}
+	for i := range eofs {
+		want := fmt.Sprint("eof", i)
+		if i == 0 {
+			want += string(pattern(big))
+		}
+		if b := read("eof"); string(b) != want {
+			t.Fatalf("answer %d to the upstream's close: %d bytes, want %d, same bytes", i, len(b), len(want))
+		}
+	}
+	if n := len(p.endings()); n != pipelined+3+eofs {
+		t.Errorf("%d exchanges ended, want %d", n, pipelined+3+eofs)
+	}
 }
