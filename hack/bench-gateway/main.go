@@ -11,6 +11,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -126,12 +127,15 @@ func run(ctx context.Context, o options) error {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 
-	// One engine answering at once: the proxies' cost is all there is to see.
-	_, engineAddr, stopEngine, err := enginetest.Start(enginetest.Config{Model: "bench", Tokens: 16})
+	// One engine answering at once: the proxies' cost is all there is to
+	// see. Lean, as the load generator (see lean.go).
+	engine, err := startLeanEngine("bench", 16)
 	if err != nil {
 		return err
 	}
-	defer stopEngine()
+	defer engine.Close()
+	defer closeIdle()
+	engineAddr := engine.Addr()
 
 	// A second engine streaming one event per 100ms, for the memory phase.
 	_, slowAddr, stopSlow, err := enginetest.Start(enginetest.Config{Model: "slow", ITL: 100 * time.Millisecond})
@@ -231,6 +235,9 @@ func run(ctx context.Context, o options) error {
 			}
 			res[t.name] = r
 			fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d%s\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, cpu)
+			if err := acc[t.name].firstErr; err != nil {
+				fmt.Printf("%-9s first error: %v\n", "", err)
+			}
 		}
 		d := res["direct"]
 		s := res["spillway"]
@@ -316,6 +323,9 @@ func equalLoad(ctx context.Context, o options, targets []target, stream bool, ra
 			cpu = fmt.Sprintf("  proxy busy %.0f%% of %d CPU", 100*busy, o.workers)
 		}
 		fmt.Printf("%-9s %9.0f req/s  p50 %8s  p99 %8s  errors %d%s\n", t.name, r.rps, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, cpu)
+		if a.firstErr != nil {
+			fmt.Printf("%-9s first error: %v\n", "", a.firstErr)
+		}
 	}
 	d := res["direct"]
 	for _, t := range targets[1:] {
@@ -406,10 +416,7 @@ func poisson(rate float64, d time.Duration, seed uint64) []time.Duration {
 // including any wait for a free connection, so a slow answer does not hold
 // the next ones back unseen (no coordinated omission).
 func runRate(ctx context.Context, url string, stream bool, schedule []time.Duration, conns int, acc *samples) {
-	body := plainBody
-	if stream {
-		body = streamBody
-	}
+	addr, req := leanTarget(url, stream)
 	released := make(chan time.Time, len(schedule))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -417,9 +424,11 @@ func runRate(ctx context.Context, url string, stream bool, schedule []time.Durat
 		wg.Go(func() {
 			var mine []time.Duration
 			var bad int
+			var first error
 			for at := range released {
-				if _, _, err := one(ctx, url, body); err != nil {
+				if err := leanPost(ctx, addr, req); err != nil {
 					bad++
+					first = cmp.Or(first, err)
 					continue
 				}
 				mine = append(mine, time.Since(at))
@@ -427,6 +436,7 @@ func runRate(ctx context.Context, url string, stream bool, schedule []time.Durat
 			mu.Lock()
 			acc.lat = append(acc.lat, mine...)
 			acc.errors += bad
+			acc.firstErr = cmp.Or(acc.firstErr, first)
 			mu.Unlock()
 		})
 	}
@@ -493,6 +503,16 @@ const (
 	streamBody = `{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}`
 )
 
+// leanTarget is the host:port of url (http://host:port) and the request
+// the throughput phases send it.
+func leanTarget(url string, stream bool) (string, []byte) {
+	addr := strings.TrimPrefix(url, "http://")
+	if stream {
+		return addr, leanRequest(addr, streamBody)
+	}
+	return addr, leanRequest(addr, plainBody)
+}
+
 // one sends a request and reads the whole answer.
 func one(ctx context.Context, url string, body string) (time.Duration, time.Duration, error) {
 	start := time.Now()
@@ -525,6 +545,7 @@ func one(ctx context.Context, url string, body string) (time.Duration, time.Dura
 type samples struct {
 	lat      []time.Duration
 	errors   int
+	firstErr error // the first error, for the report
 	elapsed  time.Duration
 	cpuTicks int64
 	rounds   []round // per turn, when taken in turns
@@ -548,10 +569,7 @@ func load(ctx context.Context, url string, stream bool, c int, d time.Duration) 
 
 // runLoad runs c clients in a closed loop for d and adds to acc.
 func runLoad(ctx context.Context, url string, stream bool, c int, d time.Duration, acc *samples) {
-	body := plainBody
-	if stream {
-		body = streamBody
-	}
+	addr, req := leanTarget(url, stream)
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex
@@ -561,19 +579,25 @@ func runLoad(ctx context.Context, url string, stream bool, c int, d time.Duratio
 		wg.Go(func() {
 			var mine []time.Duration
 			var bad int
+			var first error
+			deadline, _ := ctx.Deadline()
 			for ctx.Err() == nil {
-				_, e2e, err := one(ctx, url, body)
-				if err != nil {
-					if ctx.Err() == nil {
+				start := time.Now()
+				if err := leanPost(ctx, addr, req); err != nil {
+					// Cut by the end of the slice (the context's timer may
+					// fire after the connection's deadline): not an error.
+					if ctx.Err() == nil && time.Until(deadline) > time.Millisecond {
 						bad++
+						first = cmp.Or(first, err)
 					}
 					continue
 				}
-				mine = append(mine, e2e)
+				mine = append(mine, time.Since(start))
 			}
 			mu.Lock()
 			acc.lat = append(acc.lat, mine...)
 			acc.errors += bad
+			acc.firstErr = cmp.Or(acc.firstErr, first)
 			mu.Unlock()
 		})
 	}
