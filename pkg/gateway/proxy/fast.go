@@ -257,8 +257,9 @@ func eventEnd(b []byte) int {
 
 // event counts one server-sent event of a stream, as stream does.
 func (x *exchange) event(ev []byte) {
-	x.done = x.done || wire.IsDone(ev)
-	if wire.HasChoices(ev) {
+	e := wire.ScanEvent(ev)
+	x.done = x.done || e.Done
+	if e.Choices {
 		if x.events > 0 {
 			t := x.g.clock.Now()
 			x.req.pm.InterToken.Observe(t.Sub(x.last).Seconds())
@@ -266,8 +267,8 @@ func (x *exchange) event(ev []byte) {
 		}
 		x.events++
 	}
-	if u, ok := wire.FindUsage(ev); ok {
-		x.usage, x.haveUse = u, true
+	if e.HasUsage {
+		x.usage, x.haveUse = e.Usage, true
 	}
 }
 

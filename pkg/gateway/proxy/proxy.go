@@ -801,8 +801,9 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	ev := first
 	for {
 		if len(ev) > 0 {
-			done = done || wire.IsDone(ev)
-			if wire.HasChoices(ev) {
+			e := wire.ScanEvent(ev)
+			done = done || e.Done
+			if e.Choices {
 				if events64 > 0 {
 					t := g.clock.Now()
 					itl.Observe(t.Sub(last).Seconds())
@@ -810,8 +811,8 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 				}
 				events64++
 			}
-			if u, ok := wire.FindUsage(ev); ok {
-				usage, haveUsage = u, true
+			if e.HasUsage {
+				usage, haveUsage = e.Usage, true
 			}
 			// Flush every event as soon as the next one is not already here:
 			// no event waits for another; a burst goes out in one write.

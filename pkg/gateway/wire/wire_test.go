@@ -193,3 +193,68 @@ func TestHasChoices(t *testing.T) {
 		}
 	}
 }
+
+// vllmChunk is a token event as vLLM streams it.
+const vllmChunk = `data: {"id":"chatcmpl-4f1c2a9e8b7d4c6f","object":"chat.completion.chunk","created":1732867200,"model":"Qwen/Qwen2.5-7B-Instruct","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}]}` + "\n\n"
+
+func TestScanEvent(t *testing.T) {
+	for ev, want := range map[string]Event{
+		vllmChunk: {Choices: true},
+		`data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}`:                      {Usage: Usage{3, 5}, HasUsage: true},
+		`data: {"choices":[{"delta":{}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}` + "\n\n": {Choices: true, Usage: Usage{3, 1}, HasUsage: true},
+		"data: [DONE]\r\n\r\n":                {Done: true},
+		`data: {"usage":null}`:                {},
+		": comment\n\n":                       {},
+		`data: {"choices"`:                    {},
+		`data: {"choices":[ ]}`:               {},
+		`data: {"usage"`:                      {},
+		`data: {"x":"choices","choices":[1]}`: {Choices: true}, // a value first, then the key
+		// The text may hold the keys, escaped: the last real "usage" counts.
+		`data: {"choices":[{"delta":{"content":"\"usage\": {\"prompt_tokens\": 1} \"choices\":[1]"}}],"usage":{"prompt_tokens":7,"completion_tokens":9}}`: {Choices: true, Usage: Usage{7, 9}, HasUsage: true},
+	} {
+		if got := ScanEvent([]byte(ev)); got != want {
+			t.Errorf("ScanEvent(%q) = %+v, want %+v", ev, got, want)
+		}
+	}
+}
+
+// FuzzScanEvent holds the one-pass scan to the separate searches: the same
+// [DONE], the same usage, and output whenever HasChoices sees it (ScanEvent
+// also sees a "choices" key after a "choices" string value).
+func FuzzScanEvent(f *testing.F) {
+	for _, s := range []string{vllmChunk, "data: [DONE]\n\n", `data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}`,
+		`{"usage":{"prompt_tokens":1},"usage":{"completion_tokens":2}}`, `"choices" : [ 1 ] "usage":null`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, ev []byte) {
+		got := ScanEvent(ev)
+		if got.Done != IsDone(ev) {
+			t.Fatalf("%q: Done %v, IsDone %v", ev, got.Done, IsDone(ev))
+		}
+		if got.Done {
+			return
+		}
+		if u, ok := FindUsage(ev); got.HasUsage != ok || got.Usage != u {
+			t.Fatalf("%q: usage %+v %v, FindUsage %+v %v", ev, got.Usage, got.HasUsage, u, ok)
+		}
+		if HasChoices(ev) && !got.Choices {
+			t.Fatalf("%q: HasChoices, ScanEvent not", ev)
+		}
+	})
+}
+
+func BenchmarkScanEvent(b *testing.B) {
+	ev := []byte(vllmChunk)
+	b.Run("ScanEvent", func(b *testing.B) {
+		for b.Loop() {
+			_ = ScanEvent(ev)
+		}
+	})
+	b.Run("separate", func(b *testing.B) { // the searches ScanEvent replaces
+		for b.Loop() {
+			_ = IsDone(ev)
+			_ = HasChoices(ev)
+			_, _ = FindUsage(ev)
+		}
+	})
+}
