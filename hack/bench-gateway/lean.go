@@ -27,14 +27,15 @@ import (
 // leanEngine answers chat completions at once: a JSON answer of tokens
 // tokens, or, when the body asks for a stream, tokens events and [DONE].
 type leanEngine struct {
-	ln     net.Listener
-	plain  []byte   // the whole plain answer, less its Date line
-	events [][]byte // a stream's chunks, [DONE]'s included
-	date   atomic.Pointer[[]byte]
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	ln      net.Listener
+	plain   []byte   // the whole plain answer, less its Date line
+	metrics []byte   // the answer to GET /metrics (the gateway reads it), less its Date line
+	events  [][]byte // a stream's chunks, [DONE]'s included
+	date    atomic.Pointer[[]byte]
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
 }
 
 // startLeanEngine serves on 127.0.0.1.
@@ -52,6 +53,10 @@ func startLeanEngine(model string, tokens int) (*leanEngine, error) {
 		model, text, tokens, tokens+3)
 	e := &leanEngine{ln: ln, conns: map[net.Conn]struct{}{}, stop: make(chan struct{}),
 		plain: fmt.Appendf(nil, "Content-Length: %d\r\nContent-Type: application/json\r\n\r\n%s", len(body), body)}
+	m := fmt.Sprintf("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=%q} 0\n"+
+		"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=%q} 0\n"+
+		"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{model_name=%q} 0\n", model, model, model)
+	e.metrics = fmt.Appendf(nil, "Content-Length: %d\r\nContent-Type: text/plain; version=0.0.4\r\n\r\n%s", len(m), m)
 	for i := range tokens {
 		finish := "null"
 		if i == tokens-1 {
@@ -165,9 +170,21 @@ func (e *leanEngine) serve(c net.Conn) {
 			}
 			w += n
 		}
+		get, metrics := bytes.HasPrefix(buf[r:], []byte("GET ")), bytes.HasPrefix(buf[r:], []byte("GET /metrics "))
 		stream := bytes.Contains(buf[r+headLen:r+headLen+length], []byte(`"stream":true`))
 		r += headLen + length
 		date := *e.date.Load()
+		if get { // the gateway's scrape of the engine's load, as enginetest answers it
+			out = append(out[:0], "HTTP/1.1 404 Not Found\r\n"...)
+			body := []byte("Content-Length: 0\r\n\r\n")
+			if metrics {
+				out, body = append(out[:0], "HTTP/1.1 200 OK\r\n"...), e.metrics
+			}
+			if _, err := c.Write(append(append(out, date...), body...)); err != nil {
+				return
+			}
+			continue
+		}
 		if !stream {
 			out = append(append(append(out[:0], "HTTP/1.1 200 OK\r\n"...), date...), e.plain...)
 			if _, err := c.Write(out); err != nil {

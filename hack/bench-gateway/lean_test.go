@@ -59,6 +59,18 @@ func TestLeanEngineAnswersAsEnginetest(t *testing.T) {
 			}
 		}
 	}
+	for _, addr := range []string{lean.Addr(), refAddr} { // the scrape of the engine's load
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `vllm:num_requests_running{model_name="bench"} 0`) ||
+			!strings.Contains(string(b), `vllm:num_requests_waiting{model_name="bench"} 0`) {
+			t.Errorf("%s/metrics: %d %q", addr, resp.StatusCode, b)
+		}
+	}
 	if n := len(pool(lean.Addr())); n != 1 {
 		t.Errorf("%d idle connections, want 1 (reused)", n)
 	}
