@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"iter"
 	"sync"
 )
 
@@ -184,7 +185,8 @@ type Event struct {
 // FindUsage each search it. The keys are found by their tails, `hoices"`
 // and `sage"`, then checked for their heads: a search for `"choices"` stops
 // at every quotation mark, and a JSON chunk is full of them (a vLLM token
-// event: 170 ns against 560 ns for the three searches). Every "choices" key
+// event: about 180 ns against 550 ns for the three searches,
+// BenchmarkScanEvent). Every "choices" key
 // is looked at (HasChoices looks at the first occurrence only, which a
 // string value may be); usage is the last "usage" key's, as FindUsage's.
 func ScanEvent(ev []byte) Event {
@@ -193,13 +195,13 @@ func ScanEvent(ev []byte) Event {
 		e.Done = true
 		return e
 	}
-	for k := range keys(ev, `"choices"`) {
+	for k := range keys(ev, choicesKey) {
 		if e.Choices = nonEmptyList(ev[k:]); e.Choices {
 			break
 		}
 	}
 	lastUsage := -1
-	for k := range keys(ev, `"usage"`) {
+	for k := range keys(ev, usageKey) {
 		lastUsage = k
 	}
 	if lastUsage >= 0 {
@@ -208,14 +210,16 @@ func ScanEvent(ev []byte) Event {
 	return e
 }
 
+var choicesKey = []byte(`"choices"`)
+
 // keys yields the offset after each occurrence of key (a quoted JSON key
 // of at least 4 bytes) in b, searching for its tail after the first two
 // bytes and checking them.
-func keys(b []byte, key string) func(func(int) bool) {
+func keys(b, key []byte) iter.Seq[int] {
 	tail := key[2:]
 	return func(yield func(int) bool) {
 		for i := 0; ; {
-			j := bytes.Index(b[i:], []byte(tail))
+			j := bytes.Index(b[i:], tail)
 			if j < 0 {
 				return
 			}
