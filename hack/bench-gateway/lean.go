@@ -1,8 +1,8 @@
 package main
 
 // The throughput phases' load generator and engine, lean on purpose. With
-// net/http on both ends the load generator's CPU (the client's and the
-// engine's user space: ~90 µs a request, 70 % of it) was the bottleneck of
+// net/http on both ends the load generator's CPU (~125 µs a request, 70 % of
+// it in the client's and the engine's user space) was the bottleneck of
 // every target, so req/s measured the load generator; the proxies ran half
 // busy. These do the same system calls with little else — a request written
 // whole, an answer read to its end by its framing; an engine answering at
