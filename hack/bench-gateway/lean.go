@@ -25,8 +25,10 @@ import (
 )
 
 // leanEngine answers chat completions at once: a JSON answer of tokens
-// tokens, or, when the body asks for a stream, tokens events and [DONE].
+// tokens, or, when the body asks for a stream, tokens events and [DONE];
+// itl apart when the body's "user" is "paced".
 type leanEngine struct {
+	itl     time.Duration
 	ln      net.Listener
 	plain   []byte   // the whole plain answer, less its Date line
 	metrics []byte   // the answer to GET /metrics (the gateway reads it), less its Date line
@@ -39,7 +41,7 @@ type leanEngine struct {
 }
 
 // startLeanEngine serves on 127.0.0.1.
-func startLeanEngine(model string, tokens int) (*leanEngine, error) {
+func startLeanEngine(model string, tokens int, itl time.Duration) (*leanEngine, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -51,7 +53,7 @@ func startLeanEngine(model string, tokens int) (*leanEngine, error) {
 	}
 	body := fmt.Sprintf(`{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"length","logprobs":null}],"usage":{"prompt_tokens":3,"completion_tokens":%d,"total_tokens":%d}}`,
 		model, text, tokens, tokens+3)
-	e := &leanEngine{ln: ln, conns: map[net.Conn]struct{}{}, stop: make(chan struct{}),
+	e := &leanEngine{ln: ln, conns: map[net.Conn]struct{}{}, stop: make(chan struct{}), itl: itl,
 		plain: fmt.Appendf(nil, "Content-Length: %d\r\nContent-Type: application/json\r\n\r\n%s", len(body), body)}
 	m := fmt.Sprintf("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=%q} 0\n"+
 		"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=%q} 0\n"+
@@ -172,6 +174,7 @@ func (e *leanEngine) serve(c net.Conn) {
 		}
 		get, metrics := bytes.HasPrefix(buf[r:], []byte("GET ")), bytes.HasPrefix(buf[r:], []byte("GET /metrics "))
 		stream := bytes.Contains(buf[r+headLen:r+headLen+length], []byte(`"stream":true`))
+		paced := stream && bytes.Contains(buf[r+headLen:r+headLen+length], []byte(`"user":"paced"`))
 		r += headLen + length
 		date := *e.date.Load()
 		if get { // the gateway's scrape of the engine's load, as enginetest answers it
@@ -198,6 +201,9 @@ func (e *leanEngine) serve(c net.Conn) {
 		for i, ev := range e.events {
 			if i > 0 {
 				out = out[:0]
+				if paced {
+					time.Sleep(e.itl)
+				}
 			}
 			if _, err := c.Write(append(out, ev...)); err != nil {
 				return

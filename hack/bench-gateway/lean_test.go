@@ -16,7 +16,7 @@ import (
 // The lean engine answers what enginetest answers, byte for byte in the
 // bodies, with the same heads' fields; the lean client reads both whole.
 func TestLeanEngineAnswersAsEnginetest(t *testing.T) {
-	lean, err := startLeanEngine("bench", 16)
+	lean, err := startLeanEngine("bench", 16, time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +58,15 @@ func TestLeanEngineAnswersAsEnginetest(t *testing.T) {
 				t.Fatalf("%s: %v", body, err)
 			}
 		}
+	}
+	// Paced: the same stream, its events 1ms apart.
+	start := time.Now()
+	_, paced := post(lean.Addr(), pacedBody)
+	if took := time.Since(start); took < 15*time.Millisecond {
+		t.Errorf("a paced stream took %s, want 16 events 1ms apart", took)
+	}
+	if _, want := post(refAddr, streamBody); paced != want {
+		t.Errorf("paced stream\n%q\nwant\n%q", paced, want)
 	}
 	for _, addr := range []string{lean.Addr(), refAddr} { // the scrape of the engine's load
 		resp, err := http.Get("http://" + addr + "/metrics")

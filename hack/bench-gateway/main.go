@@ -67,8 +67,10 @@ type options struct {
 	// profile, when set, receives a CPU profile of the gateway over the
 	// throughput phases (from its /debug/pprof on a private admin port).
 	profile string
-	// phases to run: plain, stream, memory, quality.
+	// phases to run: plain, stream, paced, memory, quality.
 	phases map[string]bool
+	// itl is the time between the paced phase's events.
+	itl time.Duration
 }
 
 func main() {
@@ -88,15 +90,16 @@ func main() {
 	flag.StringVar(&o.proxyCPUs, "proxy-cpus", "", "taskset CPU list for the proxies (empty: not pinned); run this program on the others")
 	flag.IntVar(&o.workers, "workers", 0, "GOMAXPROCS of the gateway and worker_processes of nginx (0: number of -proxy-cpus, else all CPUs)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the gateway during the throughput phases to this file")
-	phases := flag.String("phases", "plain,stream,memory,quality", "phases to run, comma-separated: plain, stream (throughput and latency), memory, quality")
+	flag.DurationVar(&o.itl, "paced-itl", time.Millisecond, "time between the events of the paced phase's streams")
+	phases := flag.String("phases", "plain,stream,paced,memory,quality", "phases to run, comma-separated: plain, stream (throughput and latency), paced (streams with -paced-itl between events: CPU per stream and added latency), memory, quality")
 	flag.Parse()
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "plain", "stream", "memory", "quality":
+		case "plain", "stream", "paced", "memory", "quality":
 			o.phases[p] = true
 		default:
-			fmt.Fprintf(os.Stderr, "bench-gateway: unknown phase %q in -phases (want plain, stream, memory, quality)\n", p)
+			fmt.Fprintf(os.Stderr, "bench-gateway: unknown phase %q in -phases (want plain, stream, paced, memory, quality)\n", p)
 			flag.Usage()
 			os.Exit(2)
 		}
@@ -107,8 +110,8 @@ func main() {
 			o.workers = countCPUs(o.proxyCPUs)
 		}
 	}
-	if o.rounds < 1 || o.concurrency < 1 || o.streams < 1 || o.duration <= 0 || o.quality <= 0 || o.conns < 1 || o.load < 0 || o.load >= 1 {
-		fmt.Fprintln(os.Stderr, "bench-gateway: -rounds, -c, -streams, -duration, -quality-duration and -latency-conns must be positive, -latency-load in [0, 1)")
+	if o.rounds < 1 || o.concurrency < 1 || o.streams < 1 || o.duration <= 0 || o.quality <= 0 || o.conns < 1 || o.load < 0 || o.load >= 1 || o.itl <= 0 {
+		fmt.Fprintln(os.Stderr, "bench-gateway: -rounds, -c, -streams, -duration, -quality-duration, -latency-conns and -paced-itl must be positive, -latency-load in [0, 1)")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -129,7 +132,7 @@ func run(ctx context.Context, o options) error {
 
 	// One engine answering at once: the proxies' cost is all there is to
 	// see. Lean, as the load generator (see lean.go).
-	engine, err := startLeanEngine("bench", 16)
+	engine, err := startLeanEngine("bench", 16, o.itl)
 	if err != nil {
 		return err
 	}
@@ -199,28 +202,27 @@ func run(ctx context.Context, o options) error {
 		if o.load > 0 {
 			n *= 2 // saturated, then at equal load
 		}
+		if o.phases["paced"] {
+			n++
+		}
 		secs := int((time.Duration(n)*(o.duration+500*time.Millisecond)*time.Duration(len(targets)) + time.Second).Seconds())
 		go func() {
 			profileDone <- fetchProfile(ctx, "http://"+adminAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), o.profile)
 		}()
 	}
-	for _, stream := range []bool{false, true} {
-		if !o.phases[map[bool]string{false: "plain", true: "stream"}[stream]] {
+	for _, k := range []traffic{plain, stream, paced} {
+		if !o.phases[k.String()] {
 			continue
 		}
-		kind := "non-streaming"
-		if stream {
-			kind = "streaming (16 events)"
-		}
-		fmt.Printf("\n== %s ==\n", kind)
+		fmt.Printf("\n== %s ==\n", k.describe(o.itl))
 		// The machine is shared: targets take turns in short rounds so that a
 		// change of background load hits them alike.
 		for _, t := range targets {
-			_ = load(ctx, t.url, stream, o.concurrency, 500*time.Millisecond) // warm-up
+			_ = load(ctx, t.url, k, o.concurrency, 500*time.Millisecond) // warm-up
 		}
 		slice := o.duration / time.Duration(o.rounds)
 		acc := takeTurns(targets, o.rounds, func(t target, s *samples) {
-			runLoad(ctx, t.url, stream, o.concurrency, slice, s)
+			runLoad(ctx, t.url, k, o.concurrency, slice, s)
 		})
 		res := map[string]result{}
 		for _, t := range targets {
@@ -246,13 +248,19 @@ func run(ctx context.Context, o options) error {
 		if n, ok := res["nginx"]; ok {
 			fmt.Printf("nginx    added latency: p50 %s  p99 %s;  throughput vs direct %.2f\n",
 				(n.p50 - d.p50).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond), n.rps/d.rps)
-			fmt.Printf("RATIO throughput spillway/nginx = %.2f (goal >= 1.00)\n", s.rps/n.rps)
+			if k != paced { // paced: req/s is the pacing's
+				fmt.Printf("RATIO throughput spillway/nginx = %.2f (goal >= 1.00)\n", s.rps/n.rps)
+			}
 			if n.cpuPerReq > 0 {
 				fmt.Printf("RATIO proxy CPU per request nginx/spillway = %.2f (capacity ratio at equal CPU; goal >= 1.00%s)\n",
 					float64(n.cpuPerReq)/float64(s.cpuPerReq), spreadNote(acc["nginx"], acc["spillway"]))
 			}
-			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx; closed loop at saturation)\n",
-				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond))
+			loop := "closed loop at saturation"
+			if k == paced {
+				loop = "closed loop, paced streams"
+			}
+			fmt.Printf("RATIO p99 added spillway/nginx = %s / %s (goal spillway <= nginx; %s)\n",
+				(s.p99 - d.p99).Round(time.Microsecond), (n.p99 - d.p99).Round(time.Microsecond), loop)
 		}
 		if b, ok := res["baseline"]; ok && b.cpuPerReq > 0 {
 			fmt.Printf("RATIO proxy CPU per request baseline/spillway = %.2f (above 1: the change saves CPU%s)\n",
@@ -262,14 +270,14 @@ func run(ctx context.Context, o options) error {
 			fmt.Printf("RATIO proxy CPU per request spillway/net-http-server = %.2f (the saving of the gateway's own HTTP servers)\n",
 				float64(s.cpuPerReq)/float64(n.cpuPerReq))
 		}
-		if o.load > 0 {
+		if o.load > 0 && k != paced {
 			slowest := 0.0
 			for _, t := range targets[1:] {
 				if r := res[t.name].rps; slowest == 0 || r < slowest {
 					slowest = r
 				}
 			}
-			equalLoad(ctx, o, targets, stream, o.load*slowest)
+			equalLoad(ctx, o, targets, k, o.load*slowest)
 		}
 	}
 
@@ -296,7 +304,7 @@ func run(ctx context.Context, o options) error {
 // A closed loop at saturation compares latencies poorly: with c clients the
 // mean latency is c/throughput there, and its tail is the queue in front of
 // the busiest CPU (here the load generator's and engine's).
-func equalLoad(ctx context.Context, o options, targets []target, stream bool, rate float64) {
+func equalLoad(ctx context.Context, o options, targets []target, k traffic, rate float64) {
 	if rate < 1 {
 		fmt.Printf("-- equal load: skipped, a target served %.1f req/s at saturation --\n", rate/o.load)
 		return
@@ -307,10 +315,10 @@ func equalLoad(ctx context.Context, o options, targets []target, stream bool, ra
 		rate, o.load, o.conns)
 	for _, t := range targets {
 		warm := poisson(rate, 300*time.Millisecond, 2)
-		runRate(ctx, t.url, stream, warm, o.conns, &samples{})
+		runRate(ctx, t.url, k, warm, o.conns, &samples{})
 	}
 	acc := takeTurns(targets, o.rounds, func(t target, s *samples) {
-		runRate(ctx, t.url, stream, schedule, o.conns, s)
+		runRate(ctx, t.url, k, schedule, o.conns, s)
 	})
 	res := map[string]result{}
 	for _, t := range targets {
@@ -415,8 +423,8 @@ func poisson(rate float64, d time.Duration, seed uint64) []time.Duration {
 // and adds to acc. Open loop: a request's latency counts from its release,
 // including any wait for a free connection, so a slow answer does not hold
 // the next ones back unseen (no coordinated omission).
-func runRate(ctx context.Context, url string, stream bool, schedule []time.Duration, conns int, acc *samples) {
-	addr, req := leanTarget(url, stream)
+func runRate(ctx context.Context, url string, k traffic, schedule []time.Duration, conns int, acc *samples) {
+	addr, req := leanTarget(url, k)
 	released := make(chan time.Time, len(schedule))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -501,16 +509,40 @@ var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4096, 
 const (
 	plainBody  = `{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16}`
 	streamBody = `{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true}`
+	// pacedBody asks the lean engine (by OpenAI's end-user field, passed
+	// through by both proxies) to space its events.
+	pacedBody = `{"model":"bench","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true,"user":"paced"}`
 )
+
+// traffic is a throughput phase's kind of request.
+type traffic int
+
+const (
+	plain  traffic = iota // a chat completion, whole
+	stream                // 16 events, written back to back
+	paced                 // 16 events, -paced-itl apart: a token stream as an engine sends it
+)
+
+func (k traffic) String() string { return [...]string{"plain", "stream", "paced"}[k] }
+
+func (k traffic) body() string { return [...]string{plainBody, streamBody, pacedBody}[k] }
+
+// describe is the phase's heading.
+func (k traffic) describe(itl time.Duration) string {
+	switch k {
+	case stream:
+		return "streaming (16 events)"
+	case paced:
+		return fmt.Sprintf("streaming, paced (16 events %s apart, as an engine sends tokens: the per-event cost; req/s is the pacing's)", itl)
+	}
+	return "non-streaming"
+}
 
 // leanTarget is the host:port of url (http://host:port) and the request
 // the throughput phases send it.
-func leanTarget(url string, stream bool) (string, []byte) {
+func leanTarget(url string, k traffic) (string, []byte) {
 	addr := strings.TrimPrefix(url, "http://")
-	if stream {
-		return addr, leanRequest(addr, streamBody)
-	}
-	return addr, leanRequest(addr, plainBody)
+	return addr, leanRequest(addr, k.body())
 }
 
 // one sends a request and reads the whole answer.
@@ -561,15 +593,15 @@ func (s *samples) result() result {
 }
 
 // load runs c clients in a closed loop for d.
-func load(ctx context.Context, url string, stream bool, c int, d time.Duration) result {
+func load(ctx context.Context, url string, k traffic, c int, d time.Duration) result {
 	var s samples
-	runLoad(ctx, url, stream, c, d, &s)
+	runLoad(ctx, url, k, c, d, &s)
 	return s.result()
 }
 
 // runLoad runs c clients in a closed loop for d and adds to acc.
-func runLoad(ctx context.Context, url string, stream bool, c int, d time.Duration, acc *samples) {
-	addr, req := leanTarget(url, stream)
+func runLoad(ctx context.Context, url string, k traffic, c int, d time.Duration, acc *samples) {
+	addr, req := leanTarget(url, k)
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex

@@ -53,7 +53,7 @@ func TestRunRateSendsTheScheduleOpenLoop(t *testing.T) {
 		}))
 		schedule := poisson(500, 300*time.Millisecond, 3)
 		var acc samples
-		runRate(context.Background(), srv.URL, false, schedule, c.conns, &acc)
+		runRate(context.Background(), srv.URL, plain, schedule, c.conns, &acc)
 		srv.Close()
 		if len(acc.lat) != len(schedule) || acc.errors != 0 || int(served.Load()) != len(schedule) {
 			t.Fatalf("%d connections: %d latencies, %d errors, %d served for %d scheduled", c.conns, len(acc.lat), acc.errors, served.Load(), len(schedule))
