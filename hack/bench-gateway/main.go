@@ -2,9 +2,10 @@
 // connection to the engine and against nginx as a reverse proxy to the same
 // engine, all on 127.0.0.1, in one run: requests/s and added p50/p99
 // latency at saturation (closed loop), and added latency at an equal offered
-// load (open loop), non-streaming and streaming; the gateway's RSS with 1,000
-// concurrent streams; and routing quality (TTFT p99 of Spillway's balancing
-// against round robin on engines with unequal load). It prints ratios and
+// load (open loop), non-streaming and streaming; CPU per stream and added
+// latency of paced streams (events apart, as an engine sends tokens); the
+// gateway's RSS with 1,000 concurrent streams; and routing quality (TTFT p99
+// of Spillway's balancing against round robin on engines with unequal load). It prints ratios and
 // the goals next to them. Every phase has a fixed duration: it stops by itself.
 package main
 
@@ -45,7 +46,7 @@ import (
 
 type options struct {
 	gatewayBin  string
-	baseline    string // another gateway binary, a fourth target (same-run A/B)
+	baseline    string // another gateway binary, a further target (same-run A/B)
 	netHTTP     bool
 	nginxBin    string
 	duration    time.Duration
