@@ -56,11 +56,7 @@ type exchange struct {
 	whole   bool  // its body came in the first piece
 	kept    []byte
 	partial []byte // an event not complete yet
-	events  int64
-	last    time.Time
-	done    bool // [DONE] passed on
-	usage   wire.Usage
-	haveUse bool
+	tally          // of a stream's events; usage also of a whole answer
 }
 
 // StartFast implements h1.FastHandler.
@@ -255,22 +251,8 @@ func eventEnd(b []byte) int {
 	}
 }
 
-// event counts one server-sent event of a stream, as stream does.
-func (x *exchange) event(ev []byte) {
-	e := wire.ScanEvent(ev)
-	x.done = x.done || e.Done
-	if e.Choices {
-		if x.events > 0 {
-			t := x.g.clock.Now()
-			x.req.pm.InterToken.Observe(t.Sub(x.last).Seconds())
-			x.last = t
-		}
-		x.events++
-	}
-	if e.HasUsage {
-		x.usage, x.haveUse = e.Usage, true
-	}
-}
+// event counts one server-sent event of a stream.
+func (x *exchange) event(ev []byte) { x.add(ev, x.req.pm.InterToken, x.g.clock) }
 
 // End implements h1.Exchange.
 func (x *exchange) End(err error) (tail []byte) {
@@ -287,10 +269,7 @@ func (x *exchange) End(err error) (tail []byte) {
 				x.event(x.partial)
 			}
 			x.up.Success(end)
-			if !x.haveUse {
-				x.usage.CompletionTokens = x.events
-			}
-			g.countTokens(pm, x.usage)
+			g.countTokens(pm, x.tokens())
 		} else {
 			if x.status < 500 {
 				x.up.Success(end)

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
 	"github.com/spillway-io/spillway/pkg/gateway/auth"
@@ -792,28 +793,11 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	now := g.clock.Now()
 	pm := req.pm
 	pm.TTFT.Observe(now.Sub(req.start).Seconds())
-	itl := pm.InterToken
-	var usage wire.Usage
-	var haveUsage bool
-	var events64 int64
-	var done bool // [DONE] passed on: the answer is complete whatever follows
-	last := now
+	t := tally{last: now}
 	ev := first
 	for {
 		if len(ev) > 0 {
-			e := wire.ScanEvent(ev)
-			done = done || e.Done
-			if e.Choices {
-				if events64 > 0 {
-					t := g.clock.Now()
-					itl.Observe(t.Sub(last).Seconds())
-					last = t
-				}
-				events64++
-			}
-			if e.HasUsage {
-				usage, haveUsage = e.Usage, true
-			}
+			t.add(ev, pm.InterToken, g.clock)
 			// Flush every event as soon as the next one is not already here:
 			// no event waits for another; a burst goes out in one write.
 			if werr := cw.write(ev, events.Buffered() == 0); werr != nil {
@@ -827,7 +811,7 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 		}
 		ev, err = events.Next()
 	}
-	if err != io.EOF && !done {
+	if err != io.EOF && !t.done {
 		if req.r.Context().Err() != nil {
 			g.finishPM(svc, req.pm, ep.Pool, 499, "client_gone", req.start)
 			return errAnswered
@@ -842,12 +826,44 @@ func (g *Gateway) stream(req *request, resp *http.Response, up *upstream.Upstrea
 	}
 	end := g.clock.Now()
 	up.Success(end)
-	if !haveUsage {
-		usage.CompletionTokens = events64
-	}
-	g.countTokens(pm, usage)
+	g.countTokens(pm, t.tokens())
 	g.finishPMAt(svc, req.pm, ep.Pool, resp.StatusCode, statusReason(resp.StatusCode), req.start, end)
 	return nil
+}
+
+// tally is what a stream's events add up to.
+type tally struct {
+	done    bool      // [DONE] passed on: the answer is complete whatever follows
+	events  int64     // events with output
+	last    time.Time // the last output event (the first byte before it)
+	usage   wire.Usage
+	haveUse bool
+}
+
+// add counts one event, observing the time since the previous output event
+// on itl.
+func (t *tally) add(ev []byte, itl prometheus.Observer, clock clock.PassiveClock) {
+	e := wire.ScanEvent(ev)
+	t.done = t.done || e.Done
+	if e.Choices {
+		if t.events > 0 {
+			now := clock.Now()
+			itl.Observe(now.Sub(t.last).Seconds())
+			t.last = now
+		}
+		t.events++
+	}
+	if e.HasUsage {
+		t.usage, t.haveUse = e.Usage, true
+	}
+}
+
+// tokens is the stream's usage: the engine's, else the output events counted.
+func (t *tally) tokens() wire.Usage {
+	if !t.haveUse {
+		return wire.Usage{CompletionTokens: t.events}
+	}
+	return t.usage
 }
 
 func statusReason(code int) string {

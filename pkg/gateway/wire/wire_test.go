@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -176,6 +177,17 @@ func TestParseFastTakesCommonBodies(t *testing.T) {
 			t.Errorf("fast path refused %s", b)
 		}
 	}
+}
+
+// HasChoices, the search ScanEvent replaced (of the first "choices" only),
+// is FuzzScanEvent's oracle: whether an event's data carries generated
+// output (a non-empty "choices" list).
+func HasChoices(event []byte) bool {
+	i := bytes.Index(event, []byte(`"choices"`))
+	if i < 0 {
+		return false
+	}
+	return nonEmptyList(event[i+len(`"choices"`):])
 }
 
 func TestHasChoices(t *testing.T) {
